@@ -1,0 +1,179 @@
+"""Displays: turn records (and live output) into text on a stream.
+
+Each display is an observer of the supervisor (``started``, ``output``,
+``finished``) writing to a binary stream handed to it by the caller; the
+library itself never picks ``sys.stdout``.
+"""
+from __future__ import annotations
+
+import os
+from typing import BinaryIO, Dict, Optional
+
+from .results import (FAILED, KILLED, OK, PROGRESS_CHAR, SSH_ERROR, TIMEOUT,
+                      Record, Tally, describe_exit)
+
+__all__ = [
+    "SafeStream", "Palette", "ClassicDisplay", "LinesDisplay", "ProgressDisplay",
+    "summary_line", "use_colour",
+]
+
+_COLOURS = {OK: "32", FAILED: "31", SSH_ERROR: "35", TIMEOUT: "33", KILLED: "33"}
+
+
+def use_colour(stream, environ=None) -> bool:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set."""
+    environ = os.environ if environ is None else environ
+    if "NO_COLOR" in environ:
+        return False
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class Palette:
+    """Wraps text in ANSI colours for a status, or leaves it alone."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def paint(self, text: str, status: str) -> str:
+        """``text`` coloured for ``status`` when colour is on."""
+        if not self.enabled:
+            return text
+        return "\033[%sm%s\033[0m" % (_COLOURS[status], text)
+
+
+class SafeStream:
+    """A binary stream that stops writing, quietly, once its reader has gone (EPIPE)."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.broken = False
+
+    def write(self, data: bytes, flush: bool = True) -> None:
+        """Write (and flush) ``data`` unless the reader has gone away."""
+        if self.broken:
+            return
+        try:
+            self.raw.write(data)
+            if flush:
+                self.raw.flush()
+        except BrokenPipeError:
+            self.broken = True
+            _detach_broken(self.raw)
+
+    def flush(self) -> None:
+        """Flush pending bytes, ignoring a vanished reader."""
+        self.write(b"", flush=True)
+
+
+def _detach_broken(raw) -> None:
+    """Point a dead stream's fd at /dev/null, so the interpreter's last flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, raw.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def _indent(data: bytes, prefix: bytes) -> bytes:
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return b"".join(prefix + line + b"\n" for line in lines)
+
+
+class ClassicDisplay:
+    """The classh seed's display: a ``HOST  EXIT  (SECONDS)`` header, then indented output."""
+
+    needs_output = True  # records must carry the captured output
+
+    def __init__(self, out: SafeStream, width: int = 0, palette: Optional[Palette] = None):
+        self.out = out
+        self.width = width
+        self.palette = palette or Palette(False)
+
+    def finished(self, task, record: Record) -> None:
+        """Print one host's result."""
+        self.out.write(self.render(record))
+
+    def render(self, record: Record) -> bytes:
+        """The text block for ``record``."""
+        header = "%-*s  %s  (%.2f)" % (self.width, record.host, describe_exit(record), record.duration)
+        parts = [self.palette.paint(header, record.status).encode() + b"\n"]
+        if record.error:
+            parts.append(b"  classh: " + record.error.encode() + b"\n")
+        for title, data, size in (
+            (b"  Output:\n", record.stdout, record.stdout_size),
+            (b"  Error:\n", record.stderr, record.stderr_size),
+        ):
+            if size:
+                parts.append(title)
+                parts.append(_indent(data, b"    "))
+                if size > len(data):
+                    parts.append(b"    [... %d more bytes not shown]\n" % (size - len(data)))
+        return b"".join(parts)
+
+
+class LinesDisplay:
+    """``host: line`` for every output line, as it arrives (stderr lines to ``err``)."""
+
+    def __init__(self, out: SafeStream, err: SafeStream):
+        self.streams = {1: out, 2: err}
+        self.partial: Dict[tuple, bytes] = {}
+
+    def output(self, task, fd: int, data: bytes) -> None:
+        """Print the complete lines of ``data``; keep a trailing partial line."""
+        key = (task.key, fd)
+        data = self.partial.pop(key, b"") + data
+        head, sep, tail = data.rpartition(b"\n")
+        if tail:
+            self.partial[key] = tail
+        if sep:
+            self.streams[fd].write(_indent(head + b"\n", task.key.encode() + b": "))
+
+    def finished(self, task, record: Record) -> None:
+        """Print what is left of a host's last, unterminated lines."""
+        for fd in (1, 2):
+            tail = self.partial.pop((task.key, fd), None)
+            if tail:
+                self.streams[fd].write(task.key.encode() + b": " + tail + b"\n")
+
+
+class ProgressDisplay:
+    """One character per finished host on stderr: ``.`` ok, ``?`` failed, ``~`` ssh error, ``!`` killed."""
+
+    def __init__(self, err: SafeStream):
+        self.err = err
+        self.count = 0
+
+    def finished(self, task, record: Record) -> None:
+        """Print the host's progress character."""
+        self.count += 1
+        self.err.write(PROGRESS_CHAR[record.status].encode())
+
+    def close(self) -> None:
+        """End the progress line."""
+        if self.count:
+            self.err.write(b"\n")
+
+
+_SUMMARY_WORDS = ((OK, "ok"), (FAILED, "failed"), (SSH_ERROR, "ssh error"),
+                  (TIMEOUT, "timed out"), (KILLED, "killed"))
+
+
+def summary_line(tally: Tally, elapsed: float, interrupted: bool = False) -> str:
+    """``classh: 52 hosts in 3.1 s: 50 ok, 1 ssh error, 1 timed out``."""
+    counts = ", ".join(
+        "%d %s" % (tally.counts[status], word)
+        for status, word in _SUMMARY_WORDS
+        if tally.counts[status] or status == OK
+    )
+    plural = "" if tally.total == 1 else "s"
+    line = "classh: %d host%s in %.1f s: %s" % (tally.total, plural, elapsed, counts)
+    if interrupted:
+        line += " (interrupted)"
+    return line
+

@@ -1,0 +1,173 @@
+"""Starting child processes: the only module of classh that creates processes.
+
+Children are started with ``posix_spawn`` (vfork speed, no Python code runs in
+the child) in a session of their own, so a whole process group can be killed.
+Their stdout and stderr are separate pipes; stdin is /dev/null unless input is
+given (then a pipe the caller writes to). Optionally the child gets a pseudo
+terminal as its controlling terminal (for ssh's password prompts), while its
+stdout and stderr stay on their pipes.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import shutil
+import signal
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+__all__ = [
+    "Spawned", "SpawnError", "spawn", "find_executable", "kill_group", "live_groups",
+    "raise_fd_limit",
+]
+
+
+class SpawnError(OSError):
+    """A child could not be started (the executable is missing, no resources)."""
+
+
+@dataclass
+class Spawned:
+    """File descriptors and pid of a started child (all fds are the parent's ends)."""
+
+    pid: int
+    stdout: int
+    stderr: int
+    stdin: Optional[int] = None  # a pipe to the child's stdin, when input was asked for
+    pty: Optional[int] = None  # the master side of the child's controlling terminal
+
+
+def find_executable(name: str) -> Optional[str]:
+    """Return the absolute path of ``name`` (a path or a command on PATH), or None."""
+    if os.sep in name:
+        return os.path.abspath(name) if os.access(name, os.X_OK) and os.path.isfile(name) else None
+    found = shutil.which(name)
+    return os.path.abspath(found) if found else None
+
+
+def _nonblocking(fd: int) -> int:
+    os.set_blocking(fd, False)
+    return fd
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    stdin_pipe: bool = False,
+    use_pty: bool = False,
+    env: Optional[Mapping[str, str]] = None,
+) -> Spawned:
+    """Start ``argv`` (``argv[0]`` an absolute path) and return its fds, all non-blocking.
+
+    ``env`` defaults to a copy of os.environ; callers starting many children
+    pass one plain dict to all of them (os.environ decodes on every access).
+
+    Raises SpawnError when the process cannot be started; nothing is left open then.
+    """
+    parent_fds = []
+    child_fds = []
+    try:
+        out_r, out_w = os.pipe()
+        parent_fds.append(out_r)
+        child_fds.append(out_w)
+        err_r, err_w = os.pipe()
+        parent_fds.append(err_r)
+        child_fds.append(err_w)
+        actions = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+        in_w = None
+        if stdin_pipe:
+            in_r, in_w = os.pipe()
+            parent_fds.append(in_w)
+            child_fds.append(in_r)
+            actions.insert(0, (os.POSIX_SPAWN_DUP2, in_r, 0))
+        else:
+            actions.insert(0, (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+        master = None
+        if use_pty:
+            master, slave = os.openpty()
+            parent_fds.append(master)
+            child_fds.append(slave)
+            # Opened by name after setsid(), the terminal becomes the child's
+            # controlling terminal; fd 3 is closed again before exec.
+            actions.append((os.POSIX_SPAWN_OPEN, 3, os.ttyname(slave), os.O_RDWR, 0))
+            actions.append((os.POSIX_SPAWN_CLOSE, 3))
+        pid = os.posix_spawn(
+            argv[0], list(argv), dict(os.environ) if env is None else env,
+            file_actions=actions, setsid=True,
+        )
+    except OSError as exc:
+        for fd in parent_fds:
+            os.close(fd)
+        raise SpawnError(exc.errno, "cannot start %s: %s" % (argv[0], exc.strerror)) from None
+    finally:
+        for fd in child_fds:
+            os.close(fd)
+    return Spawned(
+        pid=pid,
+        stdout=_nonblocking(out_r),
+        stderr=_nonblocking(err_r),
+        stdin=_nonblocking(in_w) if in_w is not None else None,
+        pty=_nonblocking(master) if master is not None else None,
+    )
+
+
+def kill_group(pgid: int, sig: int = signal.SIGTERM) -> bool:
+    """Send ``sig`` to the process group ``pgid``; False when the group is gone."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def live_groups(pgids) -> set:
+    """The process groups among ``pgids`` that still have a live (non-zombie) member.
+
+    ``kill(-pgid, 0)`` succeeds while only zombies remain (an orphan waiting
+    for init to reap it), so /proc is read instead where it exists.
+    """
+    wanted = set(pgids)
+    if not wanted:
+        return set()
+    if not os.path.isdir("/proc/self"):
+        return {pgid for pgid in wanted if kill_group(pgid, 0)}
+    alive = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        # After the command name: state, ppid, pgrp, ...
+        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) in wanted:
+            alive.add(int(fields[2]))
+    return alive
+
+#: Descriptors one running child can hold in classh: two pipes, a pty, result files.
+FDS_PER_CHILD = 6
+FDS_RESERVED = 64
+
+
+def raise_fd_limit(children: int) -> int:
+    """Raise the open-file limit for ``children`` at once; return how many fit.
+
+    The soft limit is raised towards the hard limit; when even that is too low
+    the returned number is smaller than ``children``.
+    """
+    needed = children * FDS_PER_CHILD + FDS_RESERVED
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return children
+    return max(1, (soft - FDS_RESERVED) // FDS_PER_CHILD)

@@ -1,0 +1,77 @@
+"""Building ssh command lines for targets (the only place that knows ssh's flags)."""
+from __future__ import annotations
+
+import shlex
+from typing import List, Optional
+
+from .options import Options
+from .spawn import find_executable
+from .targets import Target
+
+__all__ = ["SshCommand", "SshConfigError", "option_keyword"]
+
+
+class SshConfigError(ValueError):
+    """The ssh command cannot be used (missing executable, bad quoting)."""
+
+
+def option_keyword(option: str) -> str:
+    """The lower-cased keyword of an ssh ``-o`` value: ``"ConnectTimeout=5"`` -> ``"connecttimeout"``."""
+    for sep in ("=", " "):
+        option = option.split(sep, 1)[0]
+    return option.strip().lower()
+
+
+class SshCommand:
+    """Turns (target, command) into an argv, per the run's options.
+
+    classh's own defaults (``ConnectTimeout``, ``BatchMode``...) are left out
+    where the user gave the same keyword with ``-O``, because ssh keeps the
+    first value it sees for each keyword.
+    """
+
+    def __init__(self, options: Options, batch: bool = True):
+        try:
+            words = shlex.split(options.ssh)
+        except ValueError as exc:
+            raise SshConfigError("cannot parse ssh command %r: %s" % (options.ssh, exc)) from None
+        if not words:
+            raise SshConfigError("the ssh command is empty")
+        path = find_executable(words[0])
+        if path is None:
+            raise SshConfigError("ssh command not found: %r" % words[0])
+        self.options = options
+        self.base: List[str] = [path] + words[1:] + self._option_args(options, batch)
+
+    @staticmethod
+    def _option_args(options: Options, batch: bool) -> List[str]:
+        defaults = []
+        if options.connect_timeout:
+            defaults.append("ConnectTimeout=%d" % max(1, round(options.connect_timeout)))
+        if batch:
+            defaults.append("BatchMode=yes")
+        if options.accept_new_hostkeys:
+            defaults.append("StrictHostKeyChecking=accept-new")
+        given = {option_keyword(o) for o in options.ssh_options}
+        args = []
+        for option in [d for d in defaults if option_keyword(d) not in given] + list(options.ssh_options):
+            args += ["-o", option]
+        return args
+
+    def login_args(self, target: Target) -> List[str]:
+        """``-l USER -p PORT`` for ``target`` (its own user/port win over the options')."""
+        args = []
+        user = target.user or self.options.user
+        port = target.port or self.options.port
+        if user:
+            args += ["-l", user]
+        if port:
+            args += ["-p", str(port)]
+        return args
+
+    def argv(self, target: Target, command: Optional[str]) -> List[str]:
+        """The full argv running ``command`` on ``target``; ``{host}`` becomes its name."""
+        argv = self.base + self.login_args(target) + ["--", target.name]
+        if command is not None:
+            argv.append(command.replace("{host}", target.name))
+        return argv

@@ -1,0 +1,326 @@
+"""Supervision: runs tasks as child processes, at most N at a time.
+
+The supervisor pulls :class:`Task` objects from a *source*, starts each as a
+child (see :mod:`classh.spawn`), reads its stdout and stderr as they arrive,
+enforces its timeout (SIGTERM to the whole process group, then SIGKILL after a
+grace), reaps it, and hands a :class:`~classh.results.Record` to the source
+and to every observer. Sources decide what runs next: host mode hands out one
+task per target; job mode hands tasks to node slots and can requeue them.
+
+Observers are sinks (displays, result files, routers) with three optional
+methods: ``started(task)``, ``output(task, fd, data)`` (fd 1 or 2) and
+``finished(task, record)``.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+from .loop import EventLoop, Timer
+from .results import Capture, Record
+from .spawn import SpawnError, kill_group, live_groups, spawn
+
+__all__ = ["Task", "Supervisor", "ListSource", "DEFAULT_KILL_GRACE"]
+
+DEFAULT_KILL_GRACE = 2.0
+#: How long to wait for a child's pipes to close after the child itself has
+#: exited (a background grandchild may hold them open forever).
+LINGER = 2.0
+READ_SIZE = 65536
+_RETRYABLE = {errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
+
+
+@dataclass
+class Task:
+    """One command to run: ``argv`` for target/job ``key``."""
+
+    key: str
+    argv: Sequence[str]
+    input: Optional[bytes] = None
+    timeout: Optional[float] = None
+    env: Optional[Mapping[str, str]] = None
+    context: object = None  # the source's own data (a Target, a job...)
+    attempt: int = 1
+
+
+class ListSource:
+    """A source handing out a sequence of tasks once each (host mode)."""
+
+    def __init__(self, tasks):
+        self._tasks = iter(tasks)
+        self._exhausted = False
+
+    def next_task(self) -> Optional[Task]:
+        """The next task, or None when there are no more."""
+        if self._exhausted:
+            return None
+        task = next(self._tasks, None)
+        if task is None:
+            self._exhausted = True
+        return task
+
+    def exhausted(self) -> bool:
+        """True once every task has been handed out."""
+        return self._exhausted
+
+    def completed(self, task: Task, record: Record) -> None:
+        """Nothing to do: host mode never requeues."""
+
+
+class _Child:
+    """A running task's process and what has been read from it so far."""
+
+    __slots__ = (
+        "task", "pid", "record", "fds", "captures", "stdin", "pending_input",
+        "exit_status", "timer", "linger", "exited_at",
+    )
+
+    def __init__(self, task: Task, pid: int, record: Record):
+        self.task = task
+        self.pid = pid
+        self.record = record
+        self.fds: Dict[int, int] = {}  # open parent fd -> 1 (stdout) or 2 (stderr)
+        self.captures = None
+        self.stdin = None
+        self.pending_input = None
+        self.exit_status = None
+        self.timer: Optional[Timer] = None
+        self.linger: Optional[Timer] = None
+        self.exited_at = 0.0
+
+
+class Supervisor:
+    """Runs tasks from a source with a fanout, timeouts and clean kills.
+
+    ``keep`` bounds the bytes of each stream kept in memory (None: all).
+    """
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        numjobs: int = 100,
+        observers: Sequence[object] = (),
+        keep: Optional[int] = None,
+        kill_grace: float = DEFAULT_KILL_GRACE,
+    ):
+        if numjobs < 1:
+            raise ValueError("numjobs must be at least 1")
+        self.loop = loop
+        self.numjobs = numjobs
+        self.keep = keep
+        self.kill_grace = kill_grace
+        self.interrupted_by: Optional[int] = None
+        self._observers = list(observers)
+        self._hooks = {
+            name: [getattr(o, name) for o in self._observers if hasattr(o, name)]
+            for name in ("started", "output", "finished")
+        }
+        self._running: Dict[int, _Child] = {}
+        self._deferred: List[Task] = []
+        self._hard_kills: Dict[int, Timer] = {}
+        self._swept = False
+        self._source = None
+
+    # -- public --------------------------------------------------------
+    @property
+    def running(self) -> int:
+        """Number of children running now."""
+        return len(self._running)
+
+    def running_tasks(self) -> List[Task]:
+        """The tasks running now."""
+        return [child.task for child in self._running.values()]
+
+    def run(self, source) -> None:
+        """Run every task ``source`` hands out; return when all have finished."""
+        self.start(source)
+        self.loop.run_until(self.done)
+
+    def start(self, source) -> None:
+        """Begin taking tasks from ``source`` (the caller drives the loop)."""
+        self._source = source
+        self.fill()
+
+    def done(self) -> bool:
+        """True when nothing runs, nothing more will start, and no kill is pending."""
+        if self._running:
+            return False
+        if self.interrupted_by is None and self._source is not None:
+            if self._deferred or not self._source.exhausted():
+                return False
+        if self._hard_kills and not self._swept:
+            # The last children are gone; groups with nobody alive left need no SIGKILL.
+            self._swept = True
+            alive = live_groups(self._hard_kills)
+            for pgid in [p for p in self._hard_kills if p not in alive]:
+                self.loop.cancel(self._hard_kills.pop(pgid))
+        return not self._hard_kills
+
+    def fill(self) -> None:
+        """Start tasks until the fanout is reached or the source has none ready."""
+        while len(self._running) < self.numjobs and self.interrupted_by is None:
+            task = self._deferred.pop() if self._deferred else self._source.next_task()
+            if task is None:
+                return
+            if not self._launch(task):
+                return
+
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        """Stop starting tasks and kill every running one (a second call: SIGKILL at once)."""
+        again = self.interrupted_by is not None
+        self.interrupted_by = signum
+        self._deferred.clear()
+        for child in list(self._running.values()):
+            child.record.interrupted = True
+            self._terminate(child.pid, signal.SIGKILL if again else signal.SIGTERM)
+
+    def kill(self, key: str) -> bool:
+        """Kill the running task ``key`` (recorded as killed); False if not running."""
+        for child in self._running.values():
+            if child.task.key == key:
+                child.record.interrupted = True
+                self._terminate(child.pid, signal.SIGTERM)
+                return True
+        return False
+
+    # -- starting ------------------------------------------------------
+    def _launch(self, task: Task) -> bool:
+        record = Record(host=task.key, started=time.time())
+        try:
+            spawned = spawn(task.argv, stdin_pipe=task.input is not None, env=task.env)
+        except SpawnError as exc:
+            if exc.errno in _RETRYABLE and self._running:
+                self._deferred.append(task)  # retried when a child ends
+                return False
+            record.error = exc.strerror
+            record.ssh_error = True
+            record.stopped = time.time()
+            self._publish(task, record)
+            return True
+        child = _Child(task, spawned.pid, record)
+        child.captures = {1: Capture(self.keep), 2: Capture(self.keep)}
+        self._running[spawned.pid] = child
+        for fd, stream in ((spawned.stdout, 1), (spawned.stderr, 2)):
+            child.fds[fd] = stream
+            self.loop.add_reader(fd, self._reader(child, fd, stream))
+        if spawned.stdin is not None:
+            child.stdin = spawned.stdin
+            child.pending_input = memoryview(task.input)
+            self.loop.add_writer(spawned.stdin, lambda: self._write_input(child))
+        self.loop.watch_child(spawned.pid, lambda status: self._exited(child, status))
+        if task.timeout is not None and task.timeout > 0:
+            child.timer = self.loop.call_later(task.timeout, lambda: self._timed_out(child))
+        for hook in self._hooks["started"]:
+            hook(task)
+        return True
+
+    # -- i/o -----------------------------------------------------------
+    def _reader(self, child: _Child, fd: int, stream: int) -> Callable[[], None]:
+        capture = child.captures[stream]
+        output_hooks = self._hooks["output"]
+        task = child.task
+
+        def read() -> None:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close_stream(child, fd)
+                return
+            capture.write(data)
+            for hook in output_hooks:
+                hook(task, stream, data)
+
+        return read
+
+    def _close_stream(self, child: _Child, fd: int) -> None:
+        self.loop.remove_reader(fd)
+        os.close(fd)
+        del child.fds[fd]
+        if not child.fds and child.exit_status is not None:
+            self._finish(child)
+
+    def _write_input(self, child: _Child) -> None:
+        pending = child.pending_input
+        try:
+            written = os.write(child.stdin, pending[:READ_SIZE])
+        except BlockingIOError:
+            return
+        except OSError:  # the child closed its stdin (EPIPE): it wants no more
+            written = len(pending)
+        child.pending_input = pending[written:]
+        if not child.pending_input:
+            self._close_stdin(child)
+
+    def _close_stdin(self, child: _Child) -> None:
+        if child.stdin is not None:
+            self.loop.remove_writer(child.stdin)
+            os.close(child.stdin)
+            child.stdin = None
+
+    # -- ending --------------------------------------------------------
+    def _timed_out(self, child: _Child) -> None:
+        child.timer = None
+        child.record.timed_out = True
+        self._terminate(child.pid, signal.SIGTERM)
+
+    def _terminate(self, pgid: int, sig: int) -> None:
+        """Signal a child's process group; SIGTERM is followed by SIGKILL after the grace."""
+        if not kill_group(pgid, sig):
+            return
+        if sig == signal.SIGKILL:
+            self.loop.cancel(self._hard_kills.pop(pgid, None))
+        elif pgid not in self._hard_kills:
+            self._hard_kills[pgid] = self.loop.call_later(
+                self.kill_grace, lambda: self._kill_hard(pgid))
+
+    def _kill_hard(self, pgid: int) -> None:
+        self._hard_kills.pop(pgid, None)
+        kill_group(pgid, signal.SIGKILL)
+
+    def _exited(self, child: _Child, status: int) -> None:
+        child.exit_status = status
+        child.exited_at = time.time()
+        self._close_stdin(child)
+        if not child.fds:
+            self._finish(child)
+        else:
+            # The loop reads what is left; a grandchild holding the pipes open
+            # gets LINGER seconds before they are closed.
+            child.linger = self.loop.call_later(LINGER, lambda: self._finish(child))
+
+    def _finish(self, child: _Child) -> None:
+        if self._running.pop(child.pid, None) is None:
+            return
+        self.loop.cancel(child.timer)
+        self.loop.cancel(child.linger)
+        for fd in list(child.fds):
+            self.loop.remove_reader(fd)
+            os.close(fd)
+        child.fds.clear()
+        record = child.record
+        status = child.exit_status
+        if os.WIFSIGNALED(status):
+            record.signal = os.WTERMSIG(status)
+        else:
+            record.exitcode = os.WEXITSTATUS(status)
+        out, err = child.captures[1], child.captures[2]
+        record.stdout, record.stdout_size = out.value(), out.size
+        record.stderr, record.stderr_size = err.value(), err.size
+        record.stopped = child.exited_at
+        self._publish(child.task, record)
+        self.fill()
+
+    def _publish(self, task: Task, record: Record) -> None:
+        for hook in self._hooks["finished"]:
+            hook(task, record)
+        if self._source is not None:
+            self._source.completed(task, record)
+
