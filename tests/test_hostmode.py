@@ -243,7 +243,7 @@ def test_noexpand_takes_names_literally(standin):
     (["-p", "70000", "true", "h"], "70000"),
     (["--format", "fancy", "true", "h"], "'fancy'"),
     (["--no-such-option", "true", "h"], "--no-such-option"),
-    (["true", "h", "-oProxyCommand=x"], "-oProxyCommand=x"),
+    (["true", "h", "-XProxyCommand=x"], "-XProxyCommand=x"),
     ([], "no COMMAND"),
     (["--ssh", "/no/such/ssh", "true", "h"], "/no/such/ssh"),
     (["true"], "CLASSH_HOSTS"),

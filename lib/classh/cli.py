@@ -10,12 +10,14 @@ from typing import List, Optional
 from docopt import DocoptExit, docopt
 
 from . import __version__
-from .display import (ClassicDisplay, LinesDisplay, Palette, ProgressDisplay, SafeStream,
-                      summary_line, use_colour)
-from .hostmode import HostRun
+from .display import (ClassicDisplay, GatherDisplay, JsonDisplay, LinesDisplay, Palette,
+                      ProgressDisplay, SafeStream, StatusLine, summary_line, use_colour)
+from .hostmode import HostRun, TargetSource, is_stream, open_stream, task_maker
 from .options import Options, OptionError, from_env, port_number, positive_int
+from .results import JsonFile, ResultsDir, ResultsError, prepare_results_dir
+from .routers import RouterError, Routing, make_router
 from .ssh import SshConfigError
-from .targets import TargetError, resolve
+from .targets import Resolver, TargetError, resolve
 
 USAGE = """classh - the Cluster Administrator's ssh.
 
@@ -23,7 +25,8 @@ Runs COMMAND over ssh on every TARGET, many hosts at a time, and records each
 host's output, errors and exit status.
 
 Usage:
-  classh [options] [-x PATTERN]... [-O OPTION]... COMMAND [TARGET...]
+  classh [options] [-x PATTERN]... [-O OPTION]... [-S DEST]... [-E DEST]...
+         COMMAND [TARGET...]
   classh -h | --help
   classh --version
 
@@ -45,9 +48,23 @@ Options:
   -p PORT, --port PORT           Connect to PORT unless the target names one.
   --ssh CMD                      The ssh command line (default: ssh).
   -O OPTION, --ssh-option OPTION  Pass -o OPTION to ssh (repeatable).
-  --format FORMAT                Per-host display: classic (the default) or
-                                 lines (each line as "host: line", live).
+  --format FORMAT                Per-host display: classic (the default),
+                                 lines (each line as "host: line", live),
+                                 gather (identical results grouped, at the
+                                 end) or json (one JSON object per host).
   -q, --quiet                    No per-host display.
+  --status                       A live status line on stderr (terminal only).
+  -o DIR, --results DIR          Write host.out, host.err, host.ret for each
+                                 host and summary.jsonl into DIR (new or
+                                 empty unless --resume or --overwrite).
+  --resume                       With -o: skip hosts whose .ret is 0 in DIR,
+                                 rerun the others.
+  --overwrite                    Replace the results of the hosts run in an
+                                 existing DIR or --json FILE.
+  --json FILE                    Save every result, output included, as JSON
+                                 Lines in FILE (a new file).
+  -S DEST, --success DEST        Route successful hosts to DEST (repeatable).
+  -E DEST, --failure DEST        Route failed hosts to DEST (repeatable).
   --progress                     One character per host on stderr: . ok,
                                  ? remote error, ~ ssh error, ! killed or
                                  timed out (and no per-host display unless
@@ -57,9 +74,16 @@ Options:
 
 COMMAND may hold {host}, replaced by each target's name.
 
+Destinations (-S, -E): "-" is classh's stdout (host names, one a line); an
+existing directory gets host.out and host.err (and host.ret for -E); an
+executable, or a command line starting with one, is started once through
+the shell and gets host names on its stdin as hosts finish; anything else
+is a file the names are appended to.
+
 Environment:
-  CLASSH_NUMJOBS, CLASSH_TIMEOUT, CLASSH_SSH, CLASSH_SSH_OPTIONS, CLASSH_USER
-  give defaults for -n, -t, --ssh, -O (several, space-separated), -l;
+  CLASSH_NUMJOBS, CLASSH_TIMEOUT, CLASSH_SSH, CLASSH_SSH_OPTIONS, CLASSH_USER,
+  CLASSH_RESULTS give defaults for -n, -t, --ssh, -O (several, space-
+  separated), -l, -o;
   CLASSH_HOSTS gives the targets when none are named; NO_COLOR turns colour off.
 
 Exit status:
@@ -68,7 +92,9 @@ Exit status:
   first of 4, 3, 5 that applies); 130/143 interrupted by SIGINT/SIGTERM.
 """
 
-FORMATS = ("classic", "lines")
+FORMATS = ("classic", "lines", "gather", "json")
+#: Bytes of each stream kept in memory per host when output goes to a results directory.
+KEEP_WITH_RESULTS = 1 << 20
 EXIT_CLASSH = 1
 EXIT_USAGE = 2
 
@@ -111,6 +137,7 @@ def build_options(args: dict, environ) -> Options:
         "user": args["--user"],
         "port": args["--port"],
         "ssh": args["--ssh"],
+        "results": args["--results"],
     }
     values.update({name: value for name, value in given.items() if value is not None})
     if args["--ssh-option"]:
@@ -135,21 +162,64 @@ def target_args(args: dict, environ) -> List[str]:
     return hosts
 
 
-def displays(args: dict, out: SafeStream, err: SafeStream, width: int) -> list:
-    """The observers that show per-host results, per --format/-q/--progress."""
+def displays(args: dict, out: SafeStream, err: SafeStream, source: TargetSource) -> list:
+    """The observers that show results, per --format/-q/--progress/--status."""
     fmt = args["--format"]
     if fmt is not None and fmt not in FORMATS:
         raise UsageError("unknown --format %r (choose from %s)" % (fmt, ", ".join(FORMATS)))
     observers = []
+    if args["--status"]:
+        total = None if source.streams else len(source.queue)
+        observers.append(StatusLine(err, total, enabled=_is_terminal(sys.stderr)))
     if args["--progress"]:
         observers.append(ProgressDisplay(err))
     if args["--quiet"] or (args["--progress"] and fmt is None):
         return observers
+    palette = Palette(use_colour(sys.stdout))
     if fmt == "lines":
         observers.append(LinesDisplay(out, err))
+    elif fmt == "gather":
+        observers.append(GatherDisplay(out, palette))
+    elif fmt == "json":
+        observers.append(JsonDisplay(out))
     else:
-        observers.append(ClassicDisplay(out, width, Palette(use_colour(sys.stdout))))
+        width = min(40, max((len(t.label) for t in source.queue), default=0))
+        observers.append(ClassicDisplay(out, width, palette))
     return observers
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def result_sinks(args: dict, options: Options, source: TargetSource, out: SafeStream) -> list:
+    """Results directory, --json file and -S/-E routing observers.
+
+    Everything is checked before anything runs: a refused destination leaves
+    no file behind. With --resume, hosts already done are marked to skip.
+    """
+    sinks = []
+    directory = options.results
+    resume, overwrite = args["--resume"], args["--overwrite"]
+    if resume and not directory:
+        raise UsageError("--resume needs a results directory (-o DIR)")
+    success = [make_router(dest, False, out, directory) for dest in args["--success"]]
+    failure = [make_router(dest, True, out, directory) for dest in args["--failure"]]
+    routing = Routing(success, failure) if success or failure else None
+    if directory:
+        source.skip = prepare_results_dir(directory, resume=resume, overwrite=overwrite)
+    if routing:
+        routing.check([t.label for t in source.queue if t.label not in source.skip])
+    if directory:
+        sinks.append(ResultsDir(directory, replace=resume or overwrite))
+    if args["--json"]:
+        sinks.append(JsonFile(args["--json"], overwrite=overwrite))
+    if routing:
+        sinks.append(routing)
+    return sinks
 
 
 def run(argv: List[str], environ=None) -> int:
@@ -163,20 +233,36 @@ def run(argv: List[str], environ=None) -> int:
         sys.stdout.write("classh %s\n" % __version__)
         return 0
     options = build_options(args, environ)
-    targets = resolve(target_args(args, environ), args["--exclude"],
-                      expand=options.expand, max_hosts=options.max_hosts)
+    source, targets = target_source(args, environ, options)
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
-    width = min(40, max((len(t.label) for t in targets), default=0))
-    observers = displays(args, out, err, width)
-    keep = None if any(getattr(o, "needs_output", False) for o in observers) else 0
-    host_run = HostRun(targets, args["COMMAND"], options, observers, keep=keep)
-    summary = host_run.run()
-    for observer in observers:
-        if hasattr(observer, "close"):
-            observer.close()
-    err.write((summary_line(summary.tally, summary.elapsed, summary.interrupted_by is not None)
-               + "\n").encode())
+    observers = result_sinks(args, options, source, out) + displays(args, out, err, source)
+    keep = None
+    if not any(getattr(o, "needs_output", False) for o in observers):
+        keep = 0
+    elif options.results:
+        keep = KEEP_WITH_RESULTS
+    summary = HostRun(source, options, observers, keep=keep).run()
+    for problem in summary.input_errors:
+        err.write(("classh: %s\n" % problem).encode())
+    line = summary_line(summary.tally, summary.elapsed, summary.interrupted_by is not None)
+    if source.skipped:
+        line += " (%d skipped: done before)" % source.skipped
+    err.write((line + "\n").encode())
     return summary.exit_status
+
+
+def target_source(args: dict, environ, options: Options):
+    """The TargetSource for the TARGET arguments: pipes (``/dev/stdin``) are read as lines arrive."""
+    names = target_args(args, environ)
+    streamed = [arg for arg in names if is_stream(arg)]
+    targets = resolve([arg for arg in names if arg not in streamed], args["--exclude"],
+                      expand=options.expand, max_hosts=options.max_hosts)
+    streams = {}
+    resolver = None
+    if streamed:
+        resolver = Resolver(args["--exclude"], options.expand, options.max_hosts, seen=targets)
+        streams = {open_stream(path): path for path in dict.fromkeys(streamed)}
+    return TargetSource(targets, task_maker(args["COMMAND"], options), streams, resolver), targets
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -184,7 +270,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
         status = run(argv)
-    except (UsageError, OptionError, TargetError, SshConfigError) as exc:
+    except (UsageError, OptionError, TargetError, SshConfigError, ResultsError, RouterError) as exc:
         sys.stderr.write("classh: %s\n" % exc)
         status = EXIT_USAGE
     except KeyboardInterrupt:

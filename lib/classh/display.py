@@ -7,14 +7,16 @@ library itself never picks ``sys.stdout``.
 from __future__ import annotations
 
 import os
+import time
 from typing import BinaryIO, Dict, Optional
 
 from .results import (FAILED, KILLED, OK, PROGRESS_CHAR, SSH_ERROR, TIMEOUT,
-                      Record, Tally, describe_exit)
+                      Record, Tally, describe_exit, json_line)
+from .targets import fold
 
 __all__ = [
     "SafeStream", "Palette", "ClassicDisplay", "LinesDisplay", "ProgressDisplay",
-    "summary_line", "use_colour",
+    "JsonDisplay", "GatherDisplay", "StatusLine", "summary_line", "use_colour",
 ]
 
 _COLOURS = {OK: "32", FAILED: "31", SSH_ERROR: "35", TIMEOUT: "33", KILLED: "33"}
@@ -102,19 +104,24 @@ class ClassicDisplay:
     def render(self, record: Record) -> bytes:
         """The text block for ``record``."""
         header = "%-*s  %s  (%.2f)" % (self.width, record.host, describe_exit(record), record.duration)
-        parts = [self.palette.paint(header, record.status).encode() + b"\n"]
-        if record.error:
-            parts.append(b"  classh: " + record.error.encode() + b"\n")
-        for title, data, size in (
-            (b"  Output:\n", record.stdout, record.stdout_size),
-            (b"  Error:\n", record.stderr, record.stderr_size),
-        ):
-            if size:
-                parts.append(title)
-                parts.append(_indent(data, b"    "))
-                if size > len(data):
-                    parts.append(b"    [... %d more bytes not shown]\n" % (size - len(data)))
-        return b"".join(parts)
+        return self.palette.paint(header, record.status).encode() + b"\n" + _output_blocks(
+            record.stdout, record.stdout_size, record.stderr, record.stderr_size, record.error)
+
+
+def _output_blocks(stdout: bytes, stdout_size: int, stderr: bytes, stderr_size: int,
+                   error: Optional[str]) -> bytes:
+    """The indented ``Output:`` and ``Error:`` blocks under a header."""
+    parts = []
+    if error:
+        parts.append(b"  classh: " + error.encode() + b"\n")
+    for title, data, size in ((b"  Output:\n", stdout, stdout_size),
+                              (b"  Error:\n", stderr, stderr_size)):
+        if size:
+            parts.append(title)
+            parts.append(_indent(data, b"    "))
+            if size > len(data):
+                parts.append(b"    [... %d more bytes not shown]\n" % (size - len(data)))
+    return b"".join(parts)
 
 
 class LinesDisplay:
@@ -177,3 +184,112 @@ def summary_line(tally: Tally, elapsed: float, interrupted: bool = False) -> str
         line += " (interrupted)"
     return line
 
+
+
+class JsonDisplay:
+    """One JSON object per host per line (JSON Lines), as hosts complete."""
+
+    needs_output = True
+
+    def __init__(self, out: SafeStream):
+        self.out = out
+
+    def finished(self, task, record: Record) -> None:
+        """Print the host's record."""
+        self.out.write(json_line(record))
+
+
+class GatherDisplay:
+    """At the end: hosts with identical output and exit grouped under one folded header.
+
+    Only one copy of each distinct output is kept. Groups are printed largest
+    first, then in the order of their first host.
+    """
+
+    needs_output = True
+
+    def __init__(self, out: SafeStream, palette: Optional[Palette] = None):
+        self.out = out
+        self.palette = palette or Palette(False)
+        self.groups: Dict[tuple, list] = {}
+
+    def finished(self, task, record: Record) -> None:
+        """Add the host to the group of its outcome and output."""
+        key = (describe_exit(record), record.status, record.stdout, record.stdout_size,
+               record.stderr, record.stderr_size, record.error)
+        self.groups.setdefault(key, []).append(record.host)
+
+    def close(self) -> None:
+        """Print every group."""
+        order = sorted(self.groups.items(), key=lambda item: -len(item[1]))
+        self.out.write(b"".join(self.render(key, hosts) for key, hosts in order))
+
+    def render(self, key: tuple, hosts: list) -> bytes:
+        """The block for one group."""
+        outcome, status, stdout, stdout_size, stderr, stderr_size, error = key
+        header = "%s (%d)  %s" % (fold(hosts), len(hosts), outcome)
+        return self.palette.paint(header, status).encode() + b"\n" + _output_blocks(
+            stdout, stdout_size, stderr, stderr_size, error)
+
+
+class StatusLine:
+    """One live line on a terminal: done/total, ok, failed, ssh errors, timeouts, running, rate, ETA."""
+
+    INTERVAL = 0.5
+
+    def __init__(self, err: SafeStream, total: Optional[int], enabled: bool):
+        self.err = err
+        self.total = total
+        self.enabled = enabled
+        self.tally = Tally()
+        self.started_at = time.monotonic()
+        self.running = 0
+        self.loop = None
+        self.shown = False
+        self.closed = False
+
+    def attach(self, loop) -> None:
+        """Refresh the line every INTERVAL seconds on ``loop``."""
+        self.loop = loop
+        if self.enabled:
+            loop.call_later(self.INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        if self.closed:
+            return
+        self.show()
+        self.loop.call_later(self.INTERVAL, self._tick)
+
+    def started(self, task) -> None:
+        """Count a running host."""
+        self.running += 1
+
+    def finished(self, task, record: Record) -> None:
+        """Count a finished host."""
+        self.running -= 1 if self.running else 0
+        self.tally.add(record)
+
+    def text(self) -> str:
+        """The status text (without terminal control)."""
+        counts = self.tally.counts
+        done = self.tally.total
+        elapsed = max(1e-6, time.monotonic() - self.started_at)
+        rate = done / elapsed
+        known = self.total is not None
+        eta = "%ds" % ((self.total - done) / rate) if known and rate > 0 else "?"
+        return ("%d/%s done, %d ok, %d failed, %d ssh errors, %d timeouts, %d running, "
+                "%.1f/s, ETA %s" % (done, self.total if known else "?", counts[OK], counts[FAILED],
+                                    counts[SSH_ERROR], counts[TIMEOUT] + counts[KILLED],
+                                    self.running, rate, eta))
+
+    def show(self) -> None:
+        """Redraw the line."""
+        if self.enabled:
+            self.err.write(b"\r\033[K" + self.text().encode())
+            self.shown = True
+
+    def close(self) -> None:
+        """Erase the line for good."""
+        self.closed = True
+        if self.shown:
+            self.err.write(b"\r\033[K")

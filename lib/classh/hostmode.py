@@ -3,21 +3,24 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from .loop import EventLoop
 from .options import Options
 from .results import Record, Tally
 from .spawn import raise_fd_limit
 from .ssh import SshCommand
-from .supervisor import ListSource, Supervisor, Task
-from .targets import Target
+from .supervisor import Supervisor, Task
+from .targets import Resolver, Target, TargetError
 
-__all__ = ["HostRun", "RunSummary", "host_tasks"]
+__all__ = ["HostRun", "RunSummary", "TargetSource", "task_maker", "is_stream", "open_stream"]
 
 _EXIT_ON_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+READ_SIZE = 65536
 
 
 @dataclass
@@ -28,28 +31,128 @@ class RunSummary:
     elapsed: float
     interrupted_by: Optional[int] = None
     numjobs: int = 0
+    input_errors: Sequence[str] = ()
 
     @property
     def exit_status(self) -> int:
-        """130/143 when interrupted, else the records' exit status."""
+        """130/143 when interrupted; 2 when streamed targets were bad; else the records' status."""
         if self.interrupted_by is not None:
             return _EXIT_ON_SIGNAL.get(self.interrupted_by, 128 + self.interrupted_by)
+        if self.input_errors:
+            return 2
         return self.tally.exit_status()
 
 
-def host_tasks(targets: Iterable[Target], command: Optional[str], options: Options,
-               ssh: SshCommand) -> Iterable[Task]:
-    """One task per target running ``command`` over ssh."""
-    env = dict(os.environ)
-    for target in targets:
-        yield Task(
-            key=target.label,
-            argv=ssh.argv(target, command),
-            input=options.input,
-            timeout=options.timeout,
-            env=env,
-            context=target,
-        )
+def task_maker(command: Optional[str], options: Options,
+               ssh: Optional[SshCommand] = None) -> Callable[[Target], Task]:
+    """A function making the task that runs ``command`` on one target over ssh."""
+    ssh = ssh or SshCommand(options, batch=options.password is None)
+    env = dict(os.environ)  # one plain copy for every child
+
+    def make(target: Target) -> Task:
+        return Task(key=target.label, argv=ssh.argv(target, command), input=options.input,
+                    timeout=options.timeout, env=env, context=target)
+
+    return make
+
+
+def is_stream(arg: str) -> bool:
+    """True for a host-file argument that is a pipe or device (read as lines arrive)."""
+    if "/" not in arg:
+        return False
+    try:
+        mode = os.stat(arg).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def open_stream(path: str) -> int:
+    """Open a streamed host file for non-blocking reads (TargetError naming it on failure)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise TargetError("cannot read host file %r: %s" % (path, exc.strerror)) from None
+
+
+class TargetSource:
+    """Hands out one task per target, in order; more targets may arrive from streams.
+
+    ``streams`` maps an open, non-blocking fd to its path (``/dev/stdin`` fed
+    by an earlier classh stage): its lines are resolved as they arrive, so a
+    next stage starts its first hosts while the earlier one still runs. A bad
+    streamed line is skipped and kept in ``errors``. Targets in ``skip`` (done
+    before, ``--resume``) are never run.
+    """
+
+    def __init__(self, targets: Iterable[Target], make_task: Callable[[Target], Task],
+                 streams: Optional[Dict[int, str]] = None, resolver: Optional[Resolver] = None,
+                 skip: Iterable[str] = ()):
+        self.queue = deque(targets)
+        self.make_task = make_task
+        self.streams = dict(streams or {})
+        self.resolver = resolver
+        self.skip = set(skip)
+        self.skipped = 0
+        self.errors: List[str] = []
+        self._partial: Dict[int, bytes] = {}
+        self._lines: Dict[int, int] = {}
+        self._supervisor = None
+        self._loop = None
+
+    def attach(self, loop: EventLoop, supervisor: Supervisor) -> None:
+        """Start reading the streams."""
+        self._loop, self._supervisor = loop, supervisor
+        for fd in self.streams:
+            loop.add_reader(fd, lambda fd=fd: self._read(fd))
+
+    def next_task(self) -> Optional[Task]:
+        """The task for the next target not skipped, or None for now."""
+        while self.queue:
+            target = self.queue.popleft()
+            if target.label in self.skip:
+                self.skipped += 1
+                continue
+            return self.make_task(target)
+        return None
+
+    def exhausted(self) -> bool:
+        """True once every stream has ended and every target was handed out."""
+        return not self.queue and not self.streams
+
+    def completed(self, task: Task, record: Record) -> None:
+        """Nothing to do: host mode never requeues."""
+
+    def _read(self, fd: int) -> None:
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        text = self._partial.pop(fd, b"") + data
+        if data:
+            text, _, rest = text.rpartition(b"\n")
+            if rest:
+                self._partial[fd] = rest
+        else:
+            self._loop.remove_reader(fd)
+            os.close(fd)
+        path = self.streams[fd] if data else self.streams.pop(fd)
+        for line in text.decode("utf-8", "replace").splitlines():
+            self._lines[fd] = number = self._lines.get(fd, 0) + 1
+            try:
+                self.queue.extend(self.resolver.add_line(line, "%s:%d: " % (path, number)))
+            except TargetError as exc:
+                self.errors.append(str(exc))
+        self._supervisor.fill()
+
+    def close(self) -> None:
+        """Close streams left open (an interrupted run)."""
+        for fd in self.streams:
+            self._loop.remove_reader(fd)
+            os.close(fd)
+        self.streams.clear()
 
 
 class _TallyObserver:
@@ -61,28 +164,36 @@ class _TallyObserver:
 
 
 class HostRun:
-    """Runs ``command`` on ``targets``; observers receive output and records.
+    """Runs the tasks of ``source`` (a TargetSource); observers get output and records.
 
     ``keep`` bounds the bytes of each stream kept in memory per host.
     SIGINT/SIGTERM (when run from the main thread) kill every running child,
-    record them as interrupted and end the run.
+    record them as interrupted and end the run. Observers may also have
+    ``attach(loop)`` (called first), ``close()`` (called at the end) and a
+    ``busy`` property (the run waits until it is false, e.g. a pipeline router).
     """
 
-    def __init__(self, targets: Sequence[Target], command: Optional[str], options: Options,
-                 observers: Sequence[object] = (), keep: Optional[int] = None,
-                 tasks: Optional[Iterable[Task]] = None):
-        self.targets = list(targets)
+    def __init__(self, source: TargetSource, options: Options,
+                 observers: Sequence[object] = (), keep: Optional[int] = None):
+        self.source = source
         self.options = options
         self.observers = list(observers)
         self.keep = keep
-        self._tasks = tasks if tasks is not None else host_tasks(
-            self.targets, command, options, SshCommand(options, batch=options.password is None))
         self.supervisor: Optional[Supervisor] = None
+
+    def _close_observers(self, loop: EventLoop) -> None:
+        """Close every observer, then wait for those still busy (pipeline routers)."""
+        for observer in self.observers:
+            if hasattr(observer, "close"):
+                observer.close()
+        loop.run_until(lambda: not any(getattr(o, "busy", False) for o in self.observers))
 
     def run(self) -> RunSummary:
         """Run to the end (or until interrupted) and summarise."""
         started = time.monotonic()
-        numjobs = raise_fd_limit(min(self.options.numjobs, max(1, len(self.targets))))
+        known = len(self.source.queue)
+        wanted = self.options.numjobs if self.source.streams else min(self.options.numjobs, known)
+        numjobs = raise_fd_limit(max(1, wanted))
         tally = _TallyObserver()
         with EventLoop() as loop:
             supervisor = self.supervisor = Supervisor(
@@ -90,5 +201,14 @@ class HostRun:
                 keep=self.keep, kill_grace=self.options.kill_grace)
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.on_signal(signum, supervisor.interrupt)
-            supervisor.run(ListSource(self._tasks))
-        return RunSummary(tally.tally, time.monotonic() - started, supervisor.interrupted_by, numjobs)
+            try:
+                for observer in self.observers:
+                    if hasattr(observer, "attach"):
+                        observer.attach(loop)
+                self.source.attach(loop, supervisor)
+                supervisor.run(self.source)
+            finally:
+                self.source.close()
+                self._close_observers(loop)
+        return RunSummary(tally.tally, time.monotonic() - started, supervisor.interrupted_by,
+                          numjobs, list(self.source.errors))

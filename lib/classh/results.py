@@ -5,6 +5,9 @@ ended. Displays, result files and routers consume records; nothing here prints.
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import signal as _signal
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Optional
@@ -13,6 +16,8 @@ __all__ = [
     "Record", "Capture", "Tally",
     "OK", "FAILED", "SSH_ERROR", "TIMEOUT", "KILLED",
     "STATUSES", "PROGRESS_CHAR", "exit_status", "describe_exit",
+    "record_to_dict", "record_from_dict", "json_line", "load_results",
+    "ResultsDir", "ResultsError", "JsonFile", "prepare_results_dir", "result_path",
 ]
 
 OK = "ok"
@@ -170,3 +175,259 @@ def exit_status(counts: Dict[str, int]) -> int:
         return 5
     return 0
 
+
+
+# -- JSON ---------------------------------------------------------------------
+
+def record_to_dict(record: Record, with_output: bool = True) -> dict:
+    """A record as JSON-ready data; text is decoded as UTF-8 with replacement."""
+    data = {
+        "host": record.host,
+        "status": record.status,
+        "exitcode": record.exitcode,
+        "signal": record.signal,
+        "timed_out": record.timed_out,
+        "ssh_error": record.status == SSH_ERROR,
+        "interrupted": record.interrupted,
+        "started": round(record.started, 6),
+        "stopped": round(record.stopped, 6),
+        "duration": round(record.duration, 6),
+        "stdout_size": record.stdout_size,
+        "stderr_size": record.stderr_size,
+    }
+    if record.error:
+        data["error"] = record.error
+    if with_output:
+        data["stdout"] = record.output
+        data["stderr"] = record.errors
+    return data
+
+
+def record_from_dict(data: dict) -> Record:
+    """The inverse of :func:`record_to_dict` (output as UTF-8 bytes)."""
+    stdout = data.get("stdout", "").encode()
+    stderr = data.get("stderr", "").encode()
+    return Record(
+        host=data["host"],
+        exitcode=data.get("exitcode"),
+        signal=data.get("signal"),
+        timed_out=bool(data.get("timed_out")),
+        interrupted=bool(data.get("interrupted")),
+        ssh_error=bool(data.get("ssh_error")),
+        stdout=stdout,
+        stderr=stderr,
+        started=float(data.get("started") or 0.0),
+        stopped=float(data.get("stopped") or 0.0),
+        error=data.get("error"),
+        stdout_size=int(data.get("stdout_size", len(stdout))),
+        stderr_size=int(data.get("stderr_size", len(stderr))),
+    )
+
+
+def json_line(record: Record, with_output: bool = True) -> bytes:
+    """One JSON Lines line (with its newline) for ``record``."""
+    return json.dumps(record_to_dict(record, with_output), ensure_ascii=False).encode() + b"\n"
+
+
+# -- results directory ----------------------------------------------------------
+
+SUMMARY = "summary.jsonl"
+_SUFFIXES = (".out", ".err", ".ret")
+
+
+class ResultsError(Exception):
+    """A results directory or file that classh may not use; the message names it."""
+
+
+def result_path(directory: str, host: str, suffix: str) -> str:
+    """``directory/host.suffix``, refusing any name that could leave ``directory``."""
+    if not host or "/" in host or "\0" in host or host in (".", ".."):
+        raise ResultsError("host name %r cannot be a file name" % host)
+    return os.path.join(directory, host + suffix)
+
+
+def ret_text(record: Record) -> bytes:
+    """What ``host.ret`` holds: the exit code, or ``timeout``, ``interrupted``, a signal name."""
+    return describe_exit(record).encode() + b"\n"
+
+
+def _write_file(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def prepare_results_dir(directory: str, resume: bool = False, overwrite: bool = False) -> set:
+    """Create or check ``directory``; return the hosts to skip (``--resume``: those whose .ret is 0).
+
+    An existing non-empty directory is refused unless ``resume`` or ``overwrite``.
+    """
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ResultsError("results directory %r exists and is not a directory" % directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        names = os.listdir(directory)
+    except OSError as exc:
+        raise ResultsError("cannot use results directory %r: %s" % (directory, exc.strerror)) from None
+    if names and not (resume or overwrite):
+        raise ResultsError(
+            "results directory %r is not empty (use --resume or --overwrite)" % directory)
+    if not resume:
+        return set()
+    done = set()
+    for name in names:
+        if name.endswith(".ret"):
+            try:
+                with open(os.path.join(directory, name), "rb") as ret:
+                    if ret.read().strip() == b"0":
+                        done.add(name[:-4])
+            except OSError:
+                continue
+    return done
+
+
+class ResultsDir:
+    """Observer writing ``host.out``/``host.err`` as output arrives, then ``host.ret`` and
+    a line of ``summary.jsonl`` for each finished host.
+
+    ``replace`` lets files of hosts being rerun (``--resume``/``--overwrite``)
+    be replaced; otherwise an existing file is never touched.
+    """
+
+    def __init__(self, directory: str, replace: bool = False):
+        self.directory = directory
+        self.replace = replace
+        self._open: Dict[str, Dict[int, int]] = {}
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        self._summary = os.open(os.path.join(directory, SUMMARY), flags, 0o644)
+
+    def _create(self, host: str, suffix: str) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if self.replace else os.O_EXCL)
+        return os.open(result_path(self.directory, host, suffix), flags, 0o644)
+
+    def started(self, task) -> None:
+        """Create the host's .out and .err files."""
+        host = task.key
+        if self.replace:
+            # A .ret left from an earlier run must not describe this one.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(result_path(self.directory, host, ".ret"))
+        self._open[host] = {1: self._create(host, ".out"), 2: self._create(host, ".err")}
+
+    def output(self, task, fd: int, data: bytes) -> None:
+        """Append ``data`` to the host's .out (fd 1) or .err (fd 2)."""
+        _write_all(self._open[task.key][fd], data)
+
+    def finished(self, task, record: Record) -> None:
+        """Close the output files, write .ret (atomically) and the summary line."""
+        host = record.host
+        files = self._open.pop(host, None)
+        if files is None:  # never started (classh could not spawn ssh)
+            files = {1: self._create(host, ".out"), 2: self._create(host, ".err")}
+        for fd in files.values():
+            os.close(fd)
+        final = result_path(self.directory, host, ".ret")
+        partial = final + ".partial"
+        _write_file(partial, ret_text(record))
+        os.replace(partial, final)
+        _write_all(self._summary, json_line(record, with_output=False))
+
+    def close(self) -> None:
+        """Close every file still open."""
+        for files in self._open.values():
+            for fd in files.values():
+                os.close(fd)
+        self._open.clear()
+        if self._summary >= 0:
+            os.close(self._summary)
+            self._summary = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class JsonFile:
+    """Observer saving every record (with output) as JSON Lines to a new file (``--json``)."""
+
+    needs_output = True
+
+    def __init__(self, path: str, overwrite: bool = False):
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+        try:
+            self._fd = os.open(path, flags, 0o644)
+        except FileExistsError:
+            raise ResultsError("%r exists: classh never overwrites results (use --overwrite)"
+                               % path) from None
+        except OSError as exc:
+            raise ResultsError("cannot write %r: %s" % (path, exc.strerror)) from None
+
+    def finished(self, task, record: Record) -> None:
+        """Append the record."""
+        _write_all(self._fd, json_line(record))
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def load_results(path: str) -> Dict[str, Record]:
+    """Read saved results back: a ``--json`` file, or a ``-o`` results directory.
+
+    Returns ``{host: Record}``; for a directory, output comes from ``host.out``
+    and ``host.err`` and the last ``summary.jsonl`` line of each host wins.
+    """
+    if os.path.isdir(path):
+        return _load_dir(path)
+    records = {}
+    with open(path, "rb") as lines:
+        for line in lines:
+            if line.strip():
+                record = record_from_dict(json.loads(line))
+                records[record.host] = record
+    return records
+
+
+def _load_dir(directory: str) -> Dict[str, Record]:
+    records: Dict[str, Record] = {}
+    summary = os.path.join(directory, SUMMARY)
+    if os.path.exists(summary):
+        records = load_results(summary)
+    for name in os.listdir(directory):
+        if name.endswith(".ret") and name[:-4] not in records:
+            records[name[:-4]] = _record_from_ret(directory, name[:-4])
+    for host, record in records.items():
+        record.stdout = _read_or_empty(result_path(directory, host, ".out"))
+        record.stderr = _read_or_empty(result_path(directory, host, ".err"))
+        record.stdout_size, record.stderr_size = len(record.stdout), len(record.stderr)
+    return records
+
+
+def _record_from_ret(directory: str, host: str) -> Record:
+    text = _read_or_empty(result_path(directory, host, ".ret")).decode().strip()
+    record = Record(host=host)
+    if text.isdigit():
+        record.exitcode = int(text)
+    elif text == "timeout":
+        record.timed_out = True
+    elif text in _signal.Signals.__members__:
+        record.signal = _signal.Signals[text].value
+    elif text == "interrupted":
+        record.interrupted = True
+    else:
+        record.ssh_error = True
+    return record
+
+
+def _read_or_empty(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""

@@ -46,44 +46,47 @@ def find_executable(name: str) -> Optional[str]:
     return os.path.abspath(found) if found else None
 
 
-def _nonblocking(fd: int) -> int:
-    os.set_blocking(fd, False)
-    return fd
-
-
 def spawn(
     argv: Sequence[str],
     *,
     stdin_pipe: bool = False,
     use_pty: bool = False,
     env: Optional[Mapping[str, str]] = None,
+    capture: bool = True,
+    new_session: bool = True,
 ) -> Spawned:
     """Start ``argv`` (``argv[0]`` an absolute path) and return its fds, all non-blocking.
 
     ``env`` defaults to a copy of os.environ; callers starting many children
     pass one plain dict to all of them (os.environ decodes on every access).
-
+    Without ``capture`` the child shares classh's stdout and stderr (and
+    ``Spawned.stdout``/``stderr`` are -1); without ``new_session`` it stays
+    in classh's process group, so a Ctrl-C on the terminal reaches it too.
     Raises SpawnError when the process cannot be started; nothing is left open then.
     """
     parent_fds = []
     child_fds = []
+
+    def pipe(child_writes: bool):
+        """A pipe as (parent's end, child's end)."""
+        read_end, write_end = os.pipe()
+        ends = (read_end, write_end) if child_writes else (write_end, read_end)
+        parent_fds.append(ends[0])
+        child_fds.append(ends[1])
+        return ends
+
     try:
-        out_r, out_w = os.pipe()
-        parent_fds.append(out_r)
-        child_fds.append(out_w)
-        err_r, err_w = os.pipe()
-        parent_fds.append(err_r)
-        child_fds.append(err_w)
-        actions = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
-        in_w = None
+        actions = []
+        out_r = err_r = in_w = master = -1
         if stdin_pipe:
-            in_r, in_w = os.pipe()
-            parent_fds.append(in_w)
-            child_fds.append(in_r)
-            actions.insert(0, (os.POSIX_SPAWN_DUP2, in_r, 0))
+            in_w, in_r = pipe(child_writes=False)
+            actions.append((os.POSIX_SPAWN_DUP2, in_r, 0))
         else:
-            actions.insert(0, (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
-        master = None
+            actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+        if capture:
+            out_r, out_w = pipe(child_writes=True)
+            err_r, err_w = pipe(child_writes=True)
+            actions += [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
         if use_pty:
             master, slave = os.openpty()
             parent_fds.append(master)
@@ -94,7 +97,9 @@ def spawn(
             actions.append((os.POSIX_SPAWN_CLOSE, 3))
         pid = os.posix_spawn(
             argv[0], list(argv), dict(os.environ) if env is None else env,
-            file_actions=actions, setsid=True,
+            file_actions=actions, setsid=new_session,
+            # Python ignores SIGPIPE; children get the default back, as with subprocess.
+            setsigdef=_DEFAULT_SIGNALS,
         )
     except OSError as exc:
         for fd in parent_fds:
@@ -103,13 +108,14 @@ def spawn(
     finally:
         for fd in child_fds:
             os.close(fd)
-    return Spawned(
-        pid=pid,
-        stdout=_nonblocking(out_r),
-        stderr=_nonblocking(err_r),
-        stdin=_nonblocking(in_w) if in_w is not None else None,
-        pty=_nonblocking(master) if master is not None else None,
-    )
+    for fd in parent_fds:
+        os.set_blocking(fd, False)
+    return Spawned(pid=pid, stdout=out_r, stderr=err_r,
+                   stdin=in_w if in_w >= 0 else None, pty=master if master >= 0 else None)
+
+
+_DEFAULT_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, name))
 
 
 def kill_group(pgid: int, sig: int = signal.SIGTERM) -> bool:

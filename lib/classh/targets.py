@@ -36,6 +36,8 @@ __all__ = [
     "parse_target",
     "read_host_file",
     "resolve",
+    "Resolver",
+    "strip_comment",
 ]
 
 #: Default for ``--max-hosts``: the most hosts one run may expand to.
@@ -459,6 +461,13 @@ def _read_lines(path: str) -> List[str]:
         raise TargetError("cannot read host file %r: %s" % (path, err.strerror or err)) from None
 
 
+def strip_comment(line: str) -> str:
+    """A host-file line without its ``#`` comment and surrounding whitespace."""
+    if "#" in line:
+        line = line[: line.index("#")]
+    return line.strip()
+
+
 def _parse_file(
     path: str, expand: bool, max_hosts: int, cache: Optional[Dict[str, List[str]]] = None
 ) -> List[_Piece]:
@@ -473,9 +482,7 @@ def _parse_file(
     plain: List[str] = []  # simple names on consecutive lines, batched into one piece
     total = 0
     for number, line in enumerate(lines, 1):
-        if "#" in line:
-            line = line[: line.index("#")]
-        line = line.strip()
+        line = strip_comment(line)
         if not line:
             continue
         where = "%s:%d: " % (path, number)
@@ -586,6 +593,37 @@ def resolve(
         return list(seen.values())
     bare, full = _exclusions(excludes, expand, max_hosts, cache)
     return [t for label, t in seen.items() if label not in full and t.name not in bare]
+
+
+class Resolver:
+    """:func:`resolve` in steps, for targets that arrive over time (a host file that is a pipe).
+
+    Each call returns the new targets only: duplicates of earlier ones and
+    excluded ones are dropped; going over ``max_hosts`` is a TargetError.
+    """
+
+    def __init__(self, excludes: Iterable[str] = (), expand: bool = True,
+                 max_hosts: int = DEFAULT_MAX_HOSTS, seen: Iterable[Target] = ()):
+        self.expand = expand
+        self.max_hosts = max_hosts
+        self._cache: Dict[str, List[str]] = {}
+        self._bare, self._full = _exclusions(excludes, expand, max_hosts, self._cache)
+        self._seen: Dict[str, Target] = {t.label: t for t in seen}
+
+    def add_line(self, line: str, where: str = "") -> List[Target]:
+        """The new targets of one host-file line (comments and blank lines allowed)."""
+        line = strip_comment(line)
+        if not line:
+            return []
+        fresh: Dict[str, Target] = {}
+        for piece in _parse_text(line, self.expand, self.max_hosts, where):
+            _add_targets(fresh, piece)
+        new = [t for label, t in fresh.items() if label not in self._seen]
+        if len(self._seen) + len(new) > self.max_hosts:
+            raise TargetError("too many hosts: %r brings the total over the limit of %d "
+                              "(--max-hosts)" % (where + line, self.max_hosts))
+        self._seen.update((t.label, t) for t in new)
+        return [t for t in new if t.label not in self._full and t.name not in self._bare]
 
 
 # ---------------------------------------------------------------------------
