@@ -782,7 +782,7 @@ def test_supervisor_defers_tasks_when_out_of_descriptors():
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert sorted(obs.records) == sorted(t.key for t in tasks)
     for i in range(8):
-        assert obs.records["t%d" % i].stdout == b"%d\n" % i
+        assert obs.records["t%d" % i].stdout == b"%d\n" % i, obs.records["t%d" % i]
     assert 1 <= obs.peak < 8
 
 
@@ -891,3 +891,58 @@ def test_cli_unreachable_host_is_exit_4_with_a_tilde(standin):
     assert r.rc == 4, r
     assert sorted(r.err.splitlines()[0]) == [".", ".", "~"]
     assert "2 ok" in r.err and "1 ssh error" in r.err
+
+
+# Regression tests for bugs found while writing the tests above.
+
+def test_timer_cancel_method_keeps_has_pending_timers_right():
+    ran = []
+    with EventLoop() as loop:
+        t = loop.call_later(0.01, lambda: ran.append("cancelled"))
+        t.cancel()
+        loop.call_later(0.02, lambda: ran.append("kept"))
+        loop.run_until(lambda: ran)
+        assert ran == ["kept"]
+        assert not loop.has_pending_timers
+
+def test_timeout_does_not_fire_after_the_command_exited_while_lingering(tmp_path):
+    script = 'sleep 10 & echo $! > "%s/bg"; echo done' % tmp_path
+    obs, _, _, elapsed = run_tasks([sh("x", script, timeout=1.0)])
+    os.kill(int((tmp_path / "bg").read_text()), signal.SIGKILL)
+    rec = obs.records["x"]
+    assert rec.exitcode == 0 and rec.stdout == b"done\n"
+    assert rec.status == "ok", (rec.status, rec.timed_out, elapsed)
+
+def test_spawn_bad_argument_leaks_no_fd():
+    before = open_fds()
+    with pytest.raises((SpawnError, ValueError)):
+        spawn(["/bin/echo", "a\0b"])
+    assert open_fds() == before
+
+def test_supervisor_bad_argv_is_recorded_not_raised():
+    obs, _, _, _ = run_tasks([Task("bad", ["/bin/echo", "a\0b"]), sh("ok", "true")])
+    assert sorted(obs.records) == ["bad", "ok"]
+
+def test_sealed_process_passes_no_inheritable_fd_to_children():
+    from classh.spawn import seal_inherited_fds
+    r, w = os.pipe()
+    os.set_inheritable(w, True)  # as if classh had been started with it open
+    try:
+        seal_inherited_fds()  # what every Supervisor does when it is made
+        assert not os.get_inheritable(w)
+        child = spawn(["/bin/ls", "/proc/self/fd"])
+        out, err = read_child(child)
+        assert exit_code(child.pid) == 0
+        listed = {int(x) for x in out.split()}
+        assert listed <= {0, 1, 2, 3}, listed
+    finally:
+        os.close(r); os.close(w)
+
+
+def test_run_ends_once_the_timed_out_group_is_gone_not_after_kill_grace():
+    # The grandchild takes 0.3 s to die of SIGTERM, without holding the pipes.
+    script = ("sh -c \"trap 'sleep 0.3; exit 0' TERM; sleep 100 & wait\" >/dev/null 2>&1 & "
+              "sleep 100")
+    obs, _, _, elapsed = run_tasks([sh("t", script, timeout=0.3)], kill_grace=5)
+    assert obs.records["t"].timed_out
+    assert elapsed < 2, elapsed

@@ -30,16 +30,17 @@ _WRITE = selectors.EVENT_WRITE
 class Timer:
     """A pending call; ``cancel()`` stops it from running."""
 
-    __slots__ = ("when", "callback", "cancelled")
+    __slots__ = ("when", "callback", "cancelled", "loop")
 
-    def __init__(self, when: float, callback: Callable[[], None]):
+    def __init__(self, when: float, callback: Callable[[], None], loop: "EventLoop"):
         self.when = when
         self.callback = callback
         self.cancelled = False
+        self.loop = loop
 
     def cancel(self) -> None:
         """Do not run this timer's callback."""
-        self.cancelled = True
+        self.loop.cancel(self)
 
 
 class _FdHandlers:
@@ -159,7 +160,7 @@ class EventLoop:
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
         """Run ``callback()`` at monotonic time ``when``."""
-        timer = Timer(when, callback)
+        timer = Timer(when, callback, self)
         heapq.heappush(self._timers, (when, next(self._seq), timer))
         return timer
 
@@ -167,7 +168,7 @@ class EventLoop:
         """Cancel ``timer`` (None is allowed); the heap is compacted now and then."""
         if timer is None or timer.cancelled:
             return
-        timer.cancel()
+        timer.cancelled = True
         self._cancelled_timers += 1
         if self._cancelled_timers > 512 and self._cancelled_timers > len(self._timers) // 2:
             self._timers = [entry for entry in self._timers if not entry[2].cancelled]

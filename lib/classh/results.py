@@ -62,9 +62,13 @@ class Record:
         """One of OK, FAILED, SSH_ERROR, TIMEOUT, KILLED."""
         if self.timed_out:
             return TIMEOUT
-        if self.interrupted or self.signal is not None:
+        if self.interrupted:
             return KILLED
-        if self.ssh_error or self.exitcode == SSH_ERROR_EXIT or self.exitcode is None:
+        if self.ssh_error:
+            return SSH_ERROR
+        if self.signal is not None:
+            return KILLED
+        if self.exitcode == SSH_ERROR_EXIT or self.exitcode is None:
             return SSH_ERROR
         return OK if self.exitcode == 0 else FAILED
 

@@ -19,7 +19,7 @@ from typing import Mapping, Optional, Sequence
 
 __all__ = [
     "Spawned", "SpawnError", "spawn", "find_executable", "kill_group", "live_groups",
-    "raise_fd_limit",
+    "raise_fd_limit", "seal_inherited_fds",
 ]
 
 
@@ -36,6 +36,7 @@ class Spawned:
     stderr: int
     stdin: Optional[int] = None  # a pipe to the child's stdin, when input was asked for
     pty: Optional[int] = None  # the master side of the child's controlling terminal
+    pty_slave: Optional[int] = None  # its slave side, kept open by the parent
 
 
 def find_executable(name: str) -> Optional[str]:
@@ -62,6 +63,9 @@ def spawn(
     Without ``capture`` the child shares classh's stdout and stderr (and
     ``Spawned.stdout``/``stderr`` are -1); without ``new_session`` it stays
     in classh's process group, so a Ctrl-C on the terminal reaches it too.
+    See :func:`seal_inherited_fds` for the fds a child inherits. With ``use_pty`` the parent keeps the
+    terminal's slave side open too (``Spawned.pty_slave``), so the master
+    never reads as hung up while ssh has no fd on its terminal.
     Raises SpawnError when the process cannot be started; nothing is left open then.
     """
     parent_fds = []
@@ -77,7 +81,7 @@ def spawn(
 
     try:
         actions = []
-        out_r = err_r = in_w = master = -1
+        out_r = err_r = in_w = master = slave = -1
         if stdin_pipe:
             in_w, in_r = pipe(child_writes=False)
             actions.append((os.POSIX_SPAWN_DUP2, in_r, 0))
@@ -90,7 +94,7 @@ def spawn(
         if use_pty:
             master, slave = os.openpty()
             parent_fds.append(master)
-            child_fds.append(slave)
+            parent_fds.append(slave)
             # Opened by name after setsid(), the terminal becomes the child's
             # controlling terminal; fd 3 is closed again before exec.
             actions.append((os.POSIX_SPAWN_OPEN, 3, os.ttyname(slave), os.O_RDWR, 0))
@@ -101,17 +105,41 @@ def spawn(
             # Python ignores SIGPIPE; children get the default back, as with subprocess.
             setsigdef=_DEFAULT_SIGNALS,
         )
-    except OSError as exc:
+    except BaseException as exc:
         for fd in parent_fds:
             os.close(fd)
-        raise SpawnError(exc.errno, "cannot start %s: %s" % (argv[0], exc.strerror)) from None
+        if isinstance(exc, OSError):
+            raise SpawnError(exc.errno, "cannot start %s: %s" % (argv[0], exc.strerror)) from None
+        raise
     finally:
         for fd in child_fds:
             os.close(fd)
     for fd in parent_fds:
         os.set_blocking(fd, False)
-    return Spawned(pid=pid, stdout=out_r, stderr=err_r,
-                   stdin=in_w if in_w >= 0 else None, pty=master if master >= 0 else None)
+    return Spawned(pid=pid, stdout=out_r, stderr=err_r, stdin=in_w if in_w >= 0 else None,
+                   pty=master if master >= 0 else None, pty_slave=slave if slave >= 0 else None)
+
+
+def seal_inherited_fds() -> None:
+    """Make this process's inheritable fds above 2 close-on-exec.
+
+    posix_spawn passes every inheritable fd on, and an ssh that outlives
+    classh (a ControlPersist master) would keep, say, a caller's pipe open.
+    Python opens its own fds non-inheritable; what is left came from
+    classh's parent.
+    """
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        names = [str(fd) for fd in range(3, 256)]
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            try:
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
+            except OSError:
+                continue
 
 
 _DEFAULT_SIGNALS = tuple(

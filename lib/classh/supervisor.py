@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from .loop import EventLoop, Timer
 from .results import Capture, Record
-from .spawn import SpawnError, kill_group, live_groups, spawn
+from .spawn import SpawnError, kill_group, live_groups, seal_inherited_fds, spawn
 
 __all__ = ["Task", "Supervisor", "ListSource", "DEFAULT_KILL_GRACE"]
 
@@ -31,6 +31,8 @@ DEFAULT_KILL_GRACE = 2.0
 #: exited (a background grandchild may hold them open forever).
 LINGER = 2.0
 READ_SIZE = 65536
+#: How often to look again at killed process groups still exiting at the end of a run.
+GROUP_RECHECK = 0.05
 _RETRYABLE = {errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
 
 
@@ -45,6 +47,7 @@ class Task:
     env: Optional[Mapping[str, str]] = None
     context: object = None  # the source's own data (a Target, a job...)
     attempt: int = 1
+    auth: object = None  # a prompts.HostAuth when prompts must be answered
 
 
 class ListSource:
@@ -75,8 +78,8 @@ class _Child:
     """A running task's process and what has been read from it so far."""
 
     __slots__ = (
-        "task", "pid", "record", "fds", "captures", "stdin", "pending_input",
-        "exit_status", "timer", "linger", "exited_at",
+        "task", "pid", "record", "fds", "captures", "stdin", "pending_input", "close_input",
+        "tty", "exit_status", "timer", "linger", "exited_at",
     )
 
     def __init__(self, task: Task, pid: int, record: Record):
@@ -86,7 +89,9 @@ class _Child:
         self.fds: Dict[int, int] = {}  # open parent fd -> 1 (stdout) or 2 (stderr)
         self.captures = None
         self.stdin = None
-        self.pending_input = None
+        self.pending_input = bytearray()
+        self.close_input = False
+        self.tty = None  # (master, slave) of the child's terminal, when it has one
         self.exit_status = None
         self.timer: Optional[Timer] = None
         self.linger: Optional[Timer] = None
@@ -96,7 +101,8 @@ class _Child:
 class Supervisor:
     """Runs tasks from a source with a fanout, timeouts and clean kills.
 
-    ``keep`` bounds the bytes of each stream kept in memory (None: all).
+    ``keep`` bounds the bytes of each stream kept in memory (None: all); a
+    pair bounds stdout and stderr apart.
     """
 
     def __init__(
@@ -111,7 +117,7 @@ class Supervisor:
             raise ValueError("numjobs must be at least 1")
         self.loop = loop
         self.numjobs = numjobs
-        self.keep = keep
+        self.keep = keep if isinstance(keep, tuple) else (keep, keep)
         self.kill_grace = kill_grace
         self.interrupted_by: Optional[int] = None
         self._observers = list(observers)
@@ -122,7 +128,8 @@ class Supervisor:
         self._running: Dict[int, _Child] = {}
         self._deferred: List[Task] = []
         self._hard_kills: Dict[int, Timer] = {}
-        self._swept = False
+        self._recheck: Optional[Timer] = None
+        seal_inherited_fds()
         self._source = None
 
     # -- public --------------------------------------------------------
@@ -152,13 +159,18 @@ class Supervisor:
         if self.interrupted_by is None and self._source is not None:
             if self._deferred or not self._source.exhausted():
                 return False
-        if self._hard_kills and not self._swept:
-            # The last children are gone; groups with nobody alive left need no SIGKILL.
-            self._swept = True
+        if self._hard_kills and self._recheck is None:
+            # The last children are gone; groups with nobody alive left need no
+            # SIGKILL. Members still exiting are looked at again shortly.
             alive = live_groups(self._hard_kills)
             for pgid in [p for p in self._hard_kills if p not in alive]:
                 self.loop.cancel(self._hard_kills.pop(pgid))
+            if self._hard_kills:
+                self._recheck = self.loop.call_later(GROUP_RECHECK, self._end_recheck)
         return not self._hard_kills
+
+    def _end_recheck(self) -> None:
+        self._recheck = None
 
     def fill(self) -> None:
         """Start tasks until the fanout is reached or the source has none ready."""
@@ -190,27 +202,34 @@ class Supervisor:
     # -- starting ------------------------------------------------------
     def _launch(self, task: Task) -> bool:
         record = Record(host=task.key, started=time.time())
+        auth = task.auth
         try:
-            spawned = spawn(task.argv, stdin_pipe=task.input is not None, env=task.env)
-        except SpawnError as exc:
-            if exc.errno in _RETRYABLE and self._running:
+            spawned = spawn(task.argv, env=task.env,
+                            stdin_pipe=task.input is not None or bool(auth and auth.uses_stdin),
+                            use_pty=bool(auth and auth.uses_tty))
+        except (SpawnError, ValueError) as exc:
+            if getattr(exc, "errno", None) in _RETRYABLE and self._running:
                 self._deferred.append(task)  # retried when a child ends
                 return False
-            record.error = exc.strerror
+            record.error = getattr(exc, "strerror", None) or str(exc)
             record.ssh_error = True
             record.stopped = time.time()
             self._publish(task, record)
             return True
         child = _Child(task, spawned.pid, record)
-        child.captures = {1: Capture(self.keep), 2: Capture(self.keep)}
+        child.captures = {1: Capture(self.keep[0]), 2: Capture(self.keep[1])}
         self._running[spawned.pid] = child
         for fd, stream in ((spawned.stdout, 1), (spawned.stderr, 2)):
             child.fds[fd] = stream
             self.loop.add_reader(fd, self._reader(child, fd, stream))
         if spawned.stdin is not None:
             child.stdin = spawned.stdin
-            child.pending_input = memoryview(task.input)
-            self.loop.add_writer(spawned.stdin, lambda: self._write_input(child))
+            if not (auth and auth.uses_stdin):  # with sudo, input waits until sudo is done
+                self._send_input(child, task.input or b"", close=True)
+        if spawned.pty is not None:
+            child.tty = (spawned.pty, spawned.pty_slave)
+            auth.attach_tty(spawned.pty)
+            self.loop.add_reader(spawned.pty, lambda: self._tty_readable(child))
         self.loop.watch_child(spawned.pid, lambda status: self._exited(child, status))
         if task.timeout is not None and task.timeout > 0:
             child.timer = self.loop.call_later(task.timeout, lambda: self._timed_out(child))
@@ -223,6 +242,7 @@ class Supervisor:
         capture = child.captures[stream]
         output_hooks = self._hooks["output"]
         task = child.task
+        auth = task.auth if stream == 2 and task.auth and task.auth.uses_stdin else None
 
         def read() -> None:
             try:
@@ -234,11 +254,47 @@ class Supervisor:
             if not data:
                 self._close_stream(child, fd)
                 return
+            if auth is not None:
+                data = self._follow_sudo(child, auth, data)
+                if not data:
+                    return
             capture.write(data)
             for hook in output_hooks:
                 hook(task, stream, data)
 
         return read
+
+    def _follow_sudo(self, child: _Child, auth, data: bytes) -> bytes:
+        """Strip sudo's markers from stderr; answer its prompt; release the input."""
+        data, answer, ready, failure = auth.stderr(data)
+        if failure:
+            self._fail_login(child, failure)
+        elif answer:
+            self._send_input(child, answer, close=False)
+        elif ready:
+            self._send_input(child, child.task.input or b"", close=True)
+        return data
+
+    def _tty_readable(self, child: _Child) -> None:
+        failure = child.task.auth.tty_readable()
+        if failure:
+            self._fail_login(child, failure)
+
+    def _fail_login(self, child: _Child, reason: str) -> None:
+        """A prompt classh cannot answer: the host is an ssh error, at once."""
+        if child.record.ssh_error:
+            return
+        child.record.ssh_error = True
+        child.record.error = reason
+        self._close_tty(child)
+        self._terminate(child.pid, signal.SIGTERM)
+
+    def _close_tty(self, child: _Child) -> None:
+        if child.tty is not None:
+            self.loop.remove_reader(child.tty[0])
+            for fd in child.tty:
+                os.close(fd)
+            child.tty = None
 
     def _close_stream(self, child: _Child, fd: int) -> None:
         self.loop.remove_reader(fd)
@@ -247,16 +303,27 @@ class Supervisor:
         if not child.fds and child.exit_status is not None:
             self._finish(child)
 
+    def _send_input(self, child: _Child, data: bytes, close: bool) -> None:
+        """Queue ``data`` for the child's stdin; with ``close``, end stdin after it."""
+        if child.stdin is None:
+            return
+        child.pending_input += data
+        child.close_input = close
+        self._write_input(child)
+
     def _write_input(self, child: _Child) -> None:
         pending = child.pending_input
         try:
-            written = os.write(child.stdin, pending[:READ_SIZE])
+            while pending:
+                del pending[:os.write(child.stdin, pending[:READ_SIZE])]
         except BlockingIOError:
+            self.loop.add_writer(child.stdin, lambda: self._write_input(child))
             return
         except OSError:  # the child closed its stdin (EPIPE): it wants no more
-            written = len(pending)
-        child.pending_input = pending[written:]
-        if not child.pending_input:
+            pending.clear()
+            child.close_input = True
+        self.loop.remove_writer(child.stdin)
+        if child.close_input:
             self._close_stdin(child)
 
     def _close_stdin(self, child: _Child) -> None:
@@ -288,7 +355,10 @@ class Supervisor:
     def _exited(self, child: _Child, status: int) -> None:
         child.exit_status = status
         child.exited_at = time.time()
+        self.loop.cancel(child.timer)  # it ended in time; LINGER bounds the rest
+        child.timer = None
         self._close_stdin(child)
+        self._close_tty(child)
         if not child.fds:
             self._finish(child)
         else:
@@ -301,6 +371,7 @@ class Supervisor:
             return
         self.loop.cancel(child.timer)
         self.loop.cancel(child.linger)
+        self._close_tty(child)
         for fd in list(child.fds):
             self.loop.remove_reader(fd)
             os.close(fd)
