@@ -1,6 +1,7 @@
 """The command line: docopt usage -> options -> a run -> an exit status."""
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import shlex
@@ -12,6 +13,7 @@ from docopt import DocoptExit, docopt
 from . import __version__
 from .display import (ClassicDisplay, GatherDisplay, JsonDisplay, LinesDisplay, Palette,
                       ProgressDisplay, SafeStream, StatusLine, summary_line, use_colour)
+from .interactive import Shell
 from .hostmode import HostRun, TargetSource, is_stream, open_stream, task_maker
 from .options import Options, OptionError, from_env, port_number, positive_int
 from .results import JsonFile, ResultsDir, ResultsError, prepare_results_dir
@@ -27,6 +29,7 @@ host's output, errors and exit status.
 Usage:
   classh [options] [-x PATTERN]... [-O OPTION]... [-S DEST]... [-E DEST]...
          COMMAND [TARGET...]
+  classh [options] [-x PATTERN]... [-O OPTION]... -i [TARGET...]
   classh -h | --help
   classh --version
 
@@ -65,6 +68,18 @@ Options:
                                  Lines in FILE (a new file).
   -S DEST, --success DEST        Route successful hosts to DEST (repeatable).
   -E DEST, --failure DEST        Route failed hosts to DEST (repeatable).
+  -P, --password                 Ask for a password once (on the terminal)
+                                 and answer every ssh password, passphrase
+                                 and sudo prompt with it.
+  --password-file FILE           Read that password from the first line of
+                                 FILE instead.
+  --sudo                         Run COMMAND under sudo on each host
+                                 (--sudo=USER: as USER).
+  --sudo-user USER               The same as --sudo=USER.
+  --accept-new-hostkeys          Let ssh add keys of hosts it has never seen
+                                 (StrictHostKeyChecking=accept-new).
+  -i, --interactive              A shell: each line typed runs on every
+                                 TARGET, shown gathered (:help for more).
   --progress                     One character per host on stderr: . ok,
                                  ? remote error, ~ ssh error, ! killed or
                                  timed out (and no per-host display unless
@@ -82,8 +97,8 @@ is a file the names are appended to.
 
 Environment:
   CLASSH_NUMJOBS, CLASSH_TIMEOUT, CLASSH_SSH, CLASSH_SSH_OPTIONS, CLASSH_USER,
-  CLASSH_RESULTS give defaults for -n, -t, --ssh, -O (several, space-
-  separated), -l, -o;
+  CLASSH_RESULTS, CLASSH_PASSWORD_FILE give defaults for -n, -t, --ssh, -O
+  (several, space-separated), -l, -o, --password-file;
   CLASSH_HOSTS gives the targets when none are named; NO_COLOR turns colour off.
 
 Exit status:
@@ -104,11 +119,22 @@ class UsageError(Exception):
 
 
 def parse(argv: List[str]) -> dict:
-    """Parse ``argv`` with the docopt usage (UsageError on bad syntax)."""
+    """Parse ``argv`` with the docopt usage (UsageError on bad syntax).
+
+    ``--sudo=USER`` is spelled ``--sudo-user USER`` for docopt, which has no
+    options with optional values.
+    """
+    argv = [_respell(word) for word in argv]
     try:
         return docopt(USAGE, argv, default_help=False, version=None)
     except DocoptExit:
         raise UsageError("%s (see classh --help)" % explain_bad_arguments(argv)) from None
+
+
+def _respell(word: str) -> str:
+    if word.startswith("--sudo="):
+        return "--sudo-user=" + word[len("--sudo="):]
+    return word
 
 
 def explain_bad_arguments(argv: List[str]) -> str:
@@ -138,6 +164,7 @@ def build_options(args: dict, environ) -> Options:
         "port": args["--port"],
         "ssh": args["--ssh"],
         "results": args["--results"],
+        "sudo_user": args["--sudo-user"],
     }
     values.update({name: value for name, value in given.items() if value is not None})
     if args["--ssh-option"]:
@@ -145,6 +172,9 @@ def build_options(args: dict, environ) -> Options:
     if values.get("user") is not None and (not values["user"] or values["user"].startswith("-")):
         raise OptionError("bad user name %r" % values["user"])
     values["expand"] = not args["--noexpand"]
+    values["sudo"] = bool(args["--sudo"] or args["--sudo-user"])
+    values["accept_new_hostkeys"] = args["--accept-new-hostkeys"]
+    values["password"] = read_password(args, environ)
     if args["--max-hosts"] is not None:
         values["max_hosts"] = positive_int("--max-hosts", args["--max-hosts"])
     if values.get("port") is not None:
@@ -152,8 +182,29 @@ def build_options(args: dict, environ) -> Options:
     return Options(**values)
 
 
+def read_password(args: dict, environ) -> Optional[str]:
+    """The password from --password-file / $CLASSH_PASSWORD_FILE, or asked once with -P."""
+    path = args["--password-file"] or environ.get("CLASSH_PASSWORD_FILE")
+    if path:
+        try:
+            with open(path, "rb") as secret:
+                line = secret.readline()
+        except OSError as exc:
+            raise UsageError("cannot read password file %r: %s" % (path, exc.strerror)) from None
+        return line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+    if not args["--password"]:
+        return None
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        raise UsageError("-P needs a terminal to ask on; use --password-file") from None
+    return getpass.getpass("Password: ")  # reads /dev/tty, echo off
+
+
 def target_args(args: dict, environ) -> List[str]:
     """The TARGET arguments, or $CLASSH_HOSTS split on whitespace."""
+    if args["--interactive"] and args["COMMAND"]:
+        return [args["COMMAND"]] + args["TARGET"]  # with -i there is no COMMAND
     if args["TARGET"]:
         return args["TARGET"]
     hosts = environ.get("CLASSH_HOSTS", "").split()
@@ -233,6 +284,8 @@ def run(argv: List[str], environ=None) -> int:
         sys.stdout.write("classh %s\n" % __version__)
         return 0
     options = build_options(args, environ)
+    if args["--interactive"]:
+        return interactive(args, environ, options)
     source, targets = target_source(args, environ, options)
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
     observers = result_sinks(args, options, source, out) + displays(args, out, err, source)
@@ -263,6 +316,38 @@ def target_source(args: dict, environ, options: Options):
         resolver = Resolver(args["--exclude"], options.expand, options.max_hosts, seen=targets)
         streams = {open_stream(path): path for path in dict.fromkeys(streamed)}
     return TargetSource(targets, task_maker(args["COMMAND"], options), streams, resolver), targets
+
+
+def interactive(args: dict, environ, options: Options) -> int:
+    """``classh -i``: the shell over the targets."""
+    targets = resolve(target_args(args, environ), args["--exclude"],
+                      expand=options.expand, max_hosts=options.max_hosts)
+    out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
+    on_terminal = _is_terminal(sys.stdin)
+    if on_terminal:
+        try:
+            import readline  # noqa: F401 - line editing and history for input()
+        except ImportError:
+            pass
+    shell = Shell(targets, options, out, err, _line_reader(on_terminal),
+                  prompt="classh> " if on_terminal else "", palette=Palette(use_colour(sys.stdout)))
+    return shell.run()
+
+
+def _line_reader(on_terminal: bool):
+    def read_line(prompt: str) -> Optional[str]:
+        if not on_terminal:
+            line = sys.stdin.readline()
+            return line if line else None
+        while True:
+            try:
+                return input(prompt)
+            except EOFError:
+                sys.stderr.write("\n")
+                return None
+            except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh line, not the end
+                sys.stderr.write("^C\n")
+    return read_line
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -11,6 +11,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from .loop import EventLoop
 from .options import Options
+from .prompts import HostAuth, SudoWrapper
 from .results import Record, Tally
 from .spawn import raise_fd_limit
 from .ssh import SshCommand
@@ -48,10 +49,15 @@ def task_maker(command: Optional[str], options: Options,
     """A function making the task that runs ``command`` on one target over ssh."""
     ssh = ssh or SshCommand(options, batch=options.password is None)
     env = dict(os.environ)  # one plain copy for every child
+    sudo = SudoWrapper(options.sudo_user) if options.sudo else None
+    if sudo is not None and command is not None:
+        command = sudo.wrap(command)
+    tty = options.password is not None
 
     def make(target: Target) -> Task:
+        auth = HostAuth(options.password, tty, sudo) if tty or sudo else None
         return Task(key=target.label, argv=ssh.argv(target, command), input=options.input,
-                    timeout=options.timeout, env=env, context=target)
+                    timeout=options.timeout, env=env, context=target, auth=auth)
 
     return make
 

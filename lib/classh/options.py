@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass, field, fields
 from typing import List, Mapping, Optional
@@ -19,6 +20,9 @@ ENV_NAMES = {
 }
 
 
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
 class OptionError(ValueError):
     """An option value that cannot be used; the message names it."""
 
@@ -30,7 +34,8 @@ class Options:
     ``timeout`` of None, 0 or less disables the per-host timeout.
     ``ssh`` is a command line (``"ssh -F cfg"``); ``ssh_options`` are ``-o``
     values (``"ConnectTimeout=5"``). ``input`` is fed to every command's stdin.
-    The password is never shown in the repr.
+    ``password`` answers ssh's password and passphrase prompts (and sudo's,
+    with ``sudo``/``sudo_user``); it is never shown in the repr.
     """
 
     numjobs: int = 100
@@ -46,6 +51,8 @@ class Options:
     expand: bool = True
     max_hosts: int = 1_000_000
     accept_new_hostkeys: bool = False
+    sudo: bool = False
+    sudo_user: Optional[str] = None
     kill_grace: float = 2.0
 
     def __post_init__(self):
@@ -58,6 +65,12 @@ class Options:
             self.ssh_options = split_ssh_options(self.ssh_options)
         if isinstance(self.input, str):
             self.input = self.input.encode()
+        if self.sudo_user is not None:
+            self.sudo = True
+            if not _NAME.fullmatch(self.sudo_user) or self.sudo_user.startswith("-"):
+                raise OptionError("bad sudo user %r" % (self.sudo_user,))
+        if self.password is not None and ("\n" in self.password or "\r" in self.password):
+            raise OptionError("a password cannot hold a line break")
 
     def replace(self, **changes) -> "Options":
         """A copy with ``changes`` applied."""

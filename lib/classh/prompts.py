@@ -104,7 +104,7 @@ class SudoWrapper:
     def wrap(self, command: str) -> str:
         """``command`` as sudo must run it on the remote host."""
         as_user = " -u %s" % shlex.quote(self.user) if self.user else ""
-        return "sudo -S -p %s -v && printf '%%s\\n' %s >&2 && exec sudo -n%s -- sh -c %s" % (
+        return "sudo -S -p %s -v && printf '%%s\\n' %s >&2 && sudo -n%s -- sh -c %s" % (
             shlex.quote(self.prompt.decode()), shlex.quote(self.ready.decode().strip()),
             as_user, shlex.quote(command))
 

@@ -48,8 +48,8 @@ class SshCommand:
         defaults = []
         if options.connect_timeout:
             defaults.append("ConnectTimeout=%d" % max(1, round(options.connect_timeout)))
-        if batch:
-            defaults.append("BatchMode=yes")
+        # With a password to give, prompts must be allowed even if a config says otherwise.
+        defaults.append("BatchMode=yes" if batch else "BatchMode=no")
         if options.accept_new_hostkeys:
             defaults.append("StrictHostKeyChecking=accept-new")
         given = {option_keyword(o) for o in options.ssh_options}
