@@ -312,3 +312,11 @@ def _is_zombie(pid):
             return f.read().rpartition(")")[2].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_repeated_options_keep_each_value_once(standin, tmp_path):
+    ok1, ok2 = tmp_path / "ok1.txt", tmp_path / "ok2.txt"
+    r = standin("-q", "-x", "h2", "-x", "h3", "-S", str(ok1), "-S", str(ok2), "true", "h[1-4]")
+    assert r.rc == 0, r
+    assert ok1.read_text() == ok2.read_text() == "h1\nh4\n" or sorted(ok1.read_text().split()) == ["h1", "h4"]
+    assert sorted(ok2.read_text().split()) == ["h1", "h4"]

@@ -18,7 +18,10 @@ from .hostmode import HostRun, TargetSource, is_stream, open_stream, task_maker
 from .options import Options, OptionError, from_env, port_number, positive_int
 from .results import JsonFile, ResultsDir, ResultsError, prepare_results_dir
 from .routers import RouterError, Routing, make_router
-from .ssh import SshConfigError
+from .persist import DEFAULT_PERSIST, PersistError, control_dir, sockets_for, sweep_stale
+from .ssh import SshCommand, SshConfigError
+from .supervisor import ListSource, Task
+from .transfer import SlurpSink, TransferError, copy_plan, slurp_command
 from .targets import Resolver, TargetError, resolve
 
 USAGE = """classh - the Cluster Administrator's ssh.
@@ -29,7 +32,12 @@ host's output, errors and exit status.
 Usage:
   classh [options] [-x PATTERN]... [-O OPTION]... [-S DEST]... [-E DEST]...
          COMMAND [TARGET...]
+  classh [options] [-x PATTERN]... [-O OPTION]... [-S DEST]... [-E DEST]...
+         --copy SRC... --dest=PATH [TARGET...]
+  classh [options] [-x PATTERN]... [-O OPTION]... [-S DEST]... [-E DEST]...
+         --slurp=REMOTE --dest=PATH [TARGET...]
   classh [options] [-x PATTERN]... [-O OPTION]... -i [TARGET...]
+  classh [options] [-x PATTERN]... --close [TARGET...]
   classh -h | --help
   classh --version
 
@@ -38,6 +46,16 @@ Targets:
   file (any argument holding a '/'): one pattern a line, '#' comments.
   Names expand ranges: n[1-40,45]  n[01-10]  rack[1-2]n[1-4]  n[1-10/2].
   With no TARGET, the hosts in $CLASSH_HOSTS are used.
+
+Modes:
+  --copy SRC...                  Push local files and directories to every
+                                 host: into the --dest PATH when it is a
+                                 directory there (or with several SRCs:
+                                 made if needed), else as that PATH.
+  --slurp REMOTE                 Pull REMOTE (a file or a directory) from
+                                 every host into PATH/HOST/ here (--dest).
+  --dest PATH                    Where --copy and --slurp put files.
+  --close                        Close the --persist connections to TARGETs.
 
 Options:
   -n N, --numjobs N              Run on at most N hosts at a time (default 100).
@@ -76,6 +94,9 @@ Options:
   --sudo                         Run COMMAND under sudo on each host
                                  (--sudo=USER: as USER).
   --sudo-user USER               The same as --sudo=USER.
+  --persist=SECS                 Keep one ssh connection per host open SECS
+                                 seconds after its last use, for the next
+                                 runs (--persist alone: 300).
   --accept-new-hostkeys          Let ssh add keys of hosts it has never seen
                                  (StrictHostKeyChecking=accept-new).
   -i, --interactive              A shell: each line typed runs on every
@@ -126,14 +147,35 @@ def parse(argv: List[str]) -> dict:
     """
     argv = [_respell(word) for word in argv]
     try:
-        return docopt(USAGE, argv, default_help=False, version=None)
+        args = docopt(USAGE, argv, default_help=False, version=None)
     except DocoptExit:
         raise UsageError("%s (see classh --help)" % explain_bad_arguments(argv)) from None
+    _trim_repeats(args, argv)
+    return args
+
+
+_REPEATABLE = {"--exclude": "-x", "--ssh-option": "-O", "--success": "-S", "--failure": "-E"}
+
+
+def _trim_repeats(args: dict, argv: List[str]) -> None:
+    """Undo docopt-ng's habit of repeating a repeatable option's last value once per
+    usage pattern that names it: keep as many values as the option was given."""
+    for long, short in _REPEATABLE.items():
+        given = 0
+        for word in argv:
+            if word == "--":
+                break
+            if word == long or word.startswith(long + "=") or word.startswith(short):
+                given += 1
+        if len(args[long]) > given:
+            del args[long][given:]
 
 
 def _respell(word: str) -> str:
     if word.startswith("--sudo="):
         return "--sudo-user=" + word[len("--sudo="):]
+    if word == "--persist":
+        return "--persist=%d" % DEFAULT_PERSIST
     return word
 
 
@@ -175,6 +217,8 @@ def build_options(args: dict, environ) -> Options:
     values["sudo"] = bool(args["--sudo"] or args["--sudo-user"])
     values["accept_new_hostkeys"] = args["--accept-new-hostkeys"]
     values["password"] = read_password(args, environ)
+    if args["--persist"] is not None:
+        values["persist"] = positive_int("--persist", args["--persist"])
     if args["--max-hosts"] is not None:
         values["max_hosts"] = positive_int("--max-hosts", args["--max-hosts"])
     if values.get("port") is not None:
@@ -265,7 +309,7 @@ def result_sinks(args: dict, options: Options, source: TargetSource, out: SafeSt
     if routing:
         routing.check([t.label for t in source.queue if t.label not in source.skip])
     if directory:
-        sinks.append(ResultsDir(directory, replace=resume or overwrite))
+        sinks.append(ResultsDir(directory, replace=resume or overwrite, stdout=not args["--slurp"]))
     if args["--json"]:
         sinks.append(JsonFile(args["--json"], overwrite=overwrite))
     if routing:
@@ -286,14 +330,20 @@ def run(argv: List[str], environ=None) -> int:
     options = build_options(args, environ)
     if args["--interactive"]:
         return interactive(args, environ, options)
-    source, targets = target_source(args, environ, options)
+    if args["--close"]:
+        return close_connections(args, environ, options)
+    command, transfer_sinks, options = mode_command(args, argv, options)
+    source, targets = target_source(args, environ, options, command)
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
-    observers = result_sinks(args, options, source, out) + displays(args, out, err, source)
+    observers = (transfer_sinks + result_sinks(args, options, source, out)
+                 + displays(args, out, err, source))
     keep = None
     if not any(getattr(o, "needs_output", False) for o in observers):
         keep = 0
     elif options.results:
         keep = KEEP_WITH_RESULTS
+    if transfer_sinks:
+        keep = (0, keep)  # --slurp: stdout is the tar stream, on disk only
     summary = HostRun(source, options, observers, keep=keep).run()
     for problem in summary.input_errors:
         err.write(("classh: %s\n" % problem).encode())
@@ -304,7 +354,52 @@ def run(argv: List[str], environ=None) -> int:
     return summary.exit_status
 
 
-def target_source(args: dict, environ, options: Options):
+def mode_command(args: dict, argv: List[str], options: Options):
+    """(remote command, extra observers, options) for host mode, --copy or --slurp."""
+    if args["--copy"]:
+        sources = copy_sources(argv, args)
+        command, archive = copy_plan(sources, args["--dest"])
+        return command, [], options.replace(input=archive)
+    if args["--slurp"]:
+        return slurp_command(args["--slurp"]), [SlurpSink(args["--dest"])], options
+    return args["COMMAND"], [], options
+
+
+def copy_sources(argv: List[str], args: dict) -> List[str]:
+    """The SRC words of ``--copy SRC... --dest PATH`` (docopt files the rest under TARGET)."""
+    start = next(i for i, word in enumerate(argv) if word == "--copy" or word.startswith("--copy="))
+    words = [argv[start][len("--copy="):]] if argv[start].startswith("--copy=") else []
+    for word in argv[start + 1:]:
+        if word.startswith("--dest"):
+            break
+        words.append(word)
+    if not words:
+        raise UsageError("--copy needs at least one SRC before --dest")
+    del args["TARGET"][:len(words) - 1]  # docopt took SRC[0] as --copy's value, the rest as TARGETs
+    return words
+
+
+def close_connections(args: dict, environ, options: Options) -> int:
+    """``classh --close``: end the --persist masters of the targets."""
+    targets = resolve(target_args(args, environ), args["--exclude"],
+                      expand=options.expand, max_hosts=options.max_hosts)
+    directory = control_dir(environ)
+    sweep_stale(directory)
+    names = os.listdir(directory)
+    ssh = SshCommand(options)
+    tasks = [Task(key=t.label, argv=ssh.control_argv(t, "exit", path), context=t)
+             for t in targets for path in sockets_for(t, directory, names)]
+    err = SafeStream(sys.stderr.buffer)
+    if not tasks:
+        err.write(b"classh: no open connections to close\n")
+        return 0
+    summary = HostRun(ListSource(tasks), options, keep=0).run()
+    err.write(("classh: closed %d of %d connections in %.1f s\n" % (
+        summary.tally.counts["ok"], summary.tally.total, summary.elapsed)).encode())
+    return summary.exit_status
+
+
+def target_source(args: dict, environ, options: Options, command: Optional[str]):
     """The TargetSource for the TARGET arguments: pipes (``/dev/stdin``) are read as lines arrive."""
     names = target_args(args, environ)
     streamed = [arg for arg in names if is_stream(arg)]
@@ -315,7 +410,7 @@ def target_source(args: dict, environ, options: Options):
     if streamed:
         resolver = Resolver(args["--exclude"], options.expand, options.max_hosts, seen=targets)
         streams = {open_stream(path): path for path in dict.fromkeys(streamed)}
-    return TargetSource(targets, task_maker(args["COMMAND"], options), streams, resolver), targets
+    return TargetSource(targets, task_maker(command, options), streams, resolver), targets
 
 
 def interactive(args: dict, environ, options: Options) -> int:
@@ -355,7 +450,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
         status = run(argv)
-    except (UsageError, OptionError, TargetError, SshConfigError, ResultsError, RouterError) as exc:
+    except (UsageError, OptionError, TargetError, SshConfigError, ResultsError, RouterError,
+            TransferError, PersistError) as exc:
         sys.stderr.write("classh: %s\n" % exc)
         status = EXIT_USAGE
     except KeyboardInterrupt:

@@ -122,6 +122,10 @@ class TargetSource:
             return self.make_task(target)
         return None
 
+    def pending(self) -> Optional[int]:
+        """Targets still to hand out, or None while streams may bring more."""
+        return None if self.streams else len(self.queue)
+
     def exhausted(self) -> bool:
         """True once every stream has ended and every target was handed out."""
         return not self.queue and not self.streams
@@ -170,51 +174,101 @@ class _TallyObserver:
 
 
 class HostRun:
-    """Runs the tasks of ``source`` (a TargetSource); observers get output and records.
+    """Runs the tasks of ``source`` (a TargetSource, or any source with ``pending()``);
+    observers get output and records.
 
-    ``keep`` bounds the bytes of each stream kept in memory per host.
-    SIGINT/SIGTERM (when run from the main thread) kill every running child,
-    record them as interrupted and end the run. Observers may also have
-    ``attach(loop)`` (called first), ``close()`` (called at the end) and a
-    ``busy`` property (the run waits until it is false, e.g. a pipeline router).
+    ``keep`` bounds the bytes of each stream kept in memory per host. With
+    ``handle_signals`` (the default, honoured in the main thread only)
+    SIGINT/SIGTERM kill every running child, record them as interrupted and
+    end the run. Observers may also have ``attach(loop)`` (called first),
+    ``close()`` (called at the end) and a ``busy`` property (the run waits
+    until it is false, e.g. a pipeline router).
+
+    :meth:`run` runs to the end; :meth:`start`, :meth:`step` and
+    :meth:`kill` let a caller drive the run bit by bit (the API's SSHJobMan).
     """
 
     def __init__(self, source: TargetSource, options: Options,
-                 observers: Sequence[object] = (), keep: Optional[int] = None):
+                 observers: Sequence[object] = (), keep=None, handle_signals: bool = True):
         self.source = source
         self.options = options
         self.observers = list(observers)
         self.keep = keep
+        self.handle_signals = handle_signals
         self.supervisor: Optional[Supervisor] = None
-
-    def _close_observers(self, loop: EventLoop) -> None:
-        """Close every observer, then wait for those still busy (pipeline routers)."""
-        for observer in self.observers:
-            if hasattr(observer, "close"):
-                observer.close()
-        loop.run_until(lambda: not any(getattr(o, "busy", False) for o in self.observers))
+        self.summary: Optional[RunSummary] = None
+        self._loop: Optional[EventLoop] = None
+        self._tally = _TallyObserver()
+        self._started = 0.0
 
     def run(self) -> RunSummary:
         """Run to the end (or until interrupted) and summarise."""
-        started = time.monotonic()
-        known = len(self.source.queue)
-        wanted = self.options.numjobs if self.source.streams else min(self.options.numjobs, known)
-        numjobs = raise_fd_limit(max(1, wanted))
-        tally = _TallyObserver()
-        with EventLoop() as loop:
-            supervisor = self.supervisor = Supervisor(
-                loop, numjobs=numjobs, observers=[tally] + self.observers,
+        self.start()
+        while not self.step():
+            pass
+        return self.summary
+
+    def start(self) -> None:
+        """Start the first tasks."""
+        self._started = time.monotonic()
+        known = self.source.pending()
+        wanted = self.options.numjobs if known is None else min(self.options.numjobs, known)
+        loop = self._loop = EventLoop()
+        loop.open()
+        try:
+            self.supervisor = Supervisor(
+                loop, numjobs=raise_fd_limit(max(1, wanted)), observers=self.observers + [self._tally],
                 keep=self.keep, kill_grace=self.options.kill_grace)
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.on_signal(signum, supervisor.interrupt)
-            try:
-                for observer in self.observers:
-                    if hasattr(observer, "attach"):
-                        observer.attach(loop)
-                self.source.attach(loop, supervisor)
-                supervisor.run(self.source)
-            finally:
+            if self.handle_signals:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.on_signal(signum, self.supervisor.interrupt)
+            for observer in self.observers:
+                if hasattr(observer, "attach"):
+                    observer.attach(loop)
+            if hasattr(self.source, "attach"):
+                self.source.attach(loop, self.supervisor)
+            self.supervisor.start(self.source)
+        except BaseException:
+            self._end()
+            raise
+
+    def step(self, timeout: Optional[float] = None) -> bool:
+        """Handle one round of events (waiting at most ``timeout`` s); True once all is over."""
+        if self.summary is not None:
+            return True
+        try:
+            if not self.supervisor.done():
+                self._loop.run_once(timeout)
+            if self.supervisor.done():
+                self._end()
+        except BaseException:
+            self.supervisor.interrupt(signal.SIGINT)
+            self.supervisor.interrupt(signal.SIGINT)  # again: SIGKILL, nothing left behind
+            self._loop.run_until(self.supervisor.done)
+            self._end()
+            raise
+        return self.summary is not None
+
+    def kill(self, key: Optional[str] = None) -> None:
+        """Kill one running task (by target label) or, with no key, end the whole run."""
+        if key is None:
+            self.supervisor.interrupt(signal.SIGTERM)
+        else:
+            self.supervisor.kill(key)
+
+    def _end(self) -> None:
+        loop = self._loop
+        try:
+            if hasattr(self.source, "close"):
                 self.source.close()
-                self._close_observers(loop)
-        return RunSummary(tally.tally, time.monotonic() - started, supervisor.interrupted_by,
-                          numjobs, list(self.source.errors))
+            for observer in self.observers:
+                if hasattr(observer, "close"):
+                    observer.close()
+            loop.run_until(lambda: not any(getattr(o, "busy", False) for o in self.observers))
+        finally:
+            loop.close()
+        supervisor = self.supervisor
+        self.summary = RunSummary(
+            self._tally.tally, time.monotonic() - self._started,
+            supervisor.interrupted_by if supervisor else None,
+            supervisor.numjobs if supervisor else 0, list(getattr(self.source, "errors", ())))

@@ -244,9 +244,12 @@ class EventLoop:
         callback(status)
 
     # -- running -------------------------------------------------------
-    def run_once(self) -> None:
-        """Wait for and dispatch one round of events."""
-        for key, mask in self._selector.select(self._next_timeout()):
+    def run_once(self, timeout: Optional[float] = None) -> None:
+        """Wait (at most ``timeout`` seconds, if given) for and dispatch one round of events."""
+        wait = self._next_timeout()
+        if timeout is not None:
+            wait = timeout if wait is None else min(wait, timeout)
+        for key, mask in self._selector.select(wait):
             handlers = key.data
             if mask & _READ and handlers.reader:
                 handlers.reader()

@@ -35,7 +35,8 @@ class Options:
     ``ssh`` is a command line (``"ssh -F cfg"``); ``ssh_options`` are ``-o``
     values (``"ConnectTimeout=5"``). ``input`` is fed to every command's stdin.
     ``password`` answers ssh's password and passphrase prompts (and sudo's,
-    with ``sudo``/``sudo_user``); it is never shown in the repr.
+    with ``sudo``/``sudo_user``); it is never shown in the repr. ``persist``
+    keeps one ssh master connection per host that many seconds for later runs.
     """
 
     numjobs: int = 100
@@ -53,6 +54,7 @@ class Options:
     accept_new_hostkeys: bool = False
     sudo: bool = False
     sudo_user: Optional[str] = None
+    persist: Optional[int] = None
     kill_grace: float = 2.0
 
     def __post_init__(self):

@@ -297,12 +297,14 @@ class ResultsDir:
     a line of ``summary.jsonl`` for each finished host.
 
     ``replace`` lets files of hosts being rerun (``--resume``/``--overwrite``)
-    be replaced; otherwise an existing file is never touched.
+    be replaced; otherwise an existing file is never touched. Without
+    ``stdout`` the .out files stay empty (``--slurp``: stdout is a tar stream).
     """
 
-    def __init__(self, directory: str, replace: bool = False):
+    def __init__(self, directory: str, replace: bool = False, stdout: bool = True):
         self.directory = directory
         self.replace = replace
+        self.streams = (1, 2) if stdout else (2,)
         self._open: Dict[str, Dict[int, int]] = {}
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         self._summary = os.open(os.path.join(directory, SUMMARY), flags, 0o644)
@@ -322,7 +324,8 @@ class ResultsDir:
 
     def output(self, task, fd: int, data: bytes) -> None:
         """Append ``data`` to the host's .out (fd 1) or .err (fd 2)."""
-        _write_all(self._open[task.key][fd], data)
+        if fd in self.streams:
+            _write_all(self._open[task.key][fd], data)
 
     def finished(self, task, record: Record) -> None:
         """Close the output files, write .ret (atomically) and the summary line."""

@@ -5,6 +5,7 @@ import shlex
 from typing import List, Optional
 
 from .options import Options
+from .persist import control_dir, persist_options, sweep_stale
 from .spawn import find_executable
 from .targets import Target
 
@@ -52,6 +53,10 @@ class SshCommand:
         defaults.append("BatchMode=yes" if batch else "BatchMode=no")
         if options.accept_new_hostkeys:
             defaults.append("StrictHostKeyChecking=accept-new")
+        if options.persist:
+            directory = control_dir()
+            sweep_stale(directory)
+            defaults += persist_options(options.persist, directory)
         given = {option_keyword(o) for o in options.ssh_options}
         args = []
         for option in [d for d in defaults if option_keyword(d) not in given] + list(options.ssh_options):
@@ -68,6 +73,11 @@ class SshCommand:
         if port:
             args += ["-p", str(port)]
         return args
+
+    def control_argv(self, target: Target, action: str, socket_path: str) -> List[str]:
+        """``ssh -O ACTION`` for the master of ``target`` listening on ``socket_path``."""
+        return (self.base + ["-o", "ControlPath=" + socket_path] + self.login_args(target)
+                + ["-O", action, "--", target.name])
 
     def argv(self, target: Target, command: Optional[str]) -> List[str]:
         """The full argv running ``command`` on ``target``; ``{host}`` becomes its name."""

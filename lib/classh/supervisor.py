@@ -54,21 +54,20 @@ class ListSource:
     """A source handing out a sequence of tasks once each (host mode)."""
 
     def __init__(self, tasks):
-        self._tasks = iter(tasks)
-        self._exhausted = False
+        self._tasks = list(tasks)
+        self._tasks.reverse()
 
     def next_task(self) -> Optional[Task]:
         """The next task, or None when there are no more."""
-        if self._exhausted:
-            return None
-        task = next(self._tasks, None)
-        if task is None:
-            self._exhausted = True
-        return task
+        return self._tasks.pop() if self._tasks else None
+
+    def pending(self) -> int:
+        """How many tasks are still to hand out."""
+        return len(self._tasks)
 
     def exhausted(self) -> bool:
         """True once every task has been handed out."""
-        return self._exhausted
+        return not self._tasks
 
     def completed(self, task: Task, record: Record) -> None:
         """Nothing to do: host mode never requeues."""

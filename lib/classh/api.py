@@ -1,0 +1,215 @@
+"""The Python API: ``run``, ``call``, ``copy``, ``slurp``, ``SSHJobMan``.
+
+Nothing here prints or exits. Hosts may be given as a pattern string
+(``"web[1-4]"``, ``"root@db1:2222,db2"``), a list of such strings, or
+``(host, port, user)`` tuples (port and user may be None). Results are keyed
+by each target's label (``user@host:port`` with the parts given).
+
+    >>> import classh
+    >>> results = classh.run("web[1-4]", "uptime")
+    >>> for host, result in results.items():
+    ...     if isinstance(result, classh.Error):
+    ...         print(host, "failed:", result.reason)
+    ...     else:
+    ...         rc, out, err = result
+"""
+from __future__ import annotations
+
+import signal
+import time
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from .hostmode import HostRun, TargetSource, task_maker
+from .options import Options, from_env
+from .results import (FAILED, OK, Record, ResultsDir, load_results, prepare_results_dir)
+from .targets import Target, resolve
+
+__all__ = ["run", "call", "copy", "slurp", "Options", "Error", "SSHJobMan", "load_results"]
+
+Hosts = Union[str, Tuple, Sequence[Union[str, Tuple]]]
+Outcome = Union[Tuple[int, str, str], "Error"]
+
+
+class Error(Exception):
+    """A host's command could not be run as asked: ssh error, timeout, kill, or (``call``) a non-zero exit.
+
+    ``host``, ``rc`` (exit code or None), ``stderr`` (text) and ``reason``
+    (words: "ssh error", "timed out", "exit status 3"...) say what happened;
+    ``record`` is the full :class:`~classh.results.Record`.
+    """
+
+    def __init__(self, host: str, rc: Optional[int], stderr: str, reason: str,
+                 record: Optional[Record] = None):
+        super().__init__("%s: %s" % (host, reason))
+        self.host = host
+        self.rc = rc
+        self.stderr = stderr
+        self.reason = reason
+        self.record = record
+
+
+def targets_of(hosts: Hosts, options: Options) -> List[Target]:
+    """Turn the API's host forms into Targets (patterns expanded, duplicates once)."""
+    if isinstance(hosts, (str, tuple)):
+        hosts = [hosts]
+    patterns: List[str] = []
+    direct: List[Target] = []
+    for host in hosts:
+        if isinstance(host, tuple):
+            name, port, user = (tuple(host) + (None, None))[:3]
+            direct.append(Target(name, user=user, port=int(port) if port else None))
+        elif isinstance(host, Target):
+            direct.append(host)
+        else:
+            patterns.append(host)
+    found = resolve(patterns, expand=options.expand, max_hosts=options.max_hosts) if patterns else []
+    unique = {t.label: t for t in found}
+    for target in direct:
+        unique.setdefault(target.label, target)
+    return list(unique.values())
+
+
+def as_options(opts: Union[None, Options, dict]) -> Options:
+    """``opts`` as an Options. None or a dict of keyword arguments start from the
+    ``CLASSH_*`` environment defaults, as the command line does; an Options is used as is."""
+    if isinstance(opts, Options):
+        return opts
+    values = from_env()
+    values.update(opts or {})
+    return Options(**values)
+
+
+_REASONS = {"ssh_error": "ssh error", "timeout": "timed out", "killed": "killed"}
+
+
+def outcome(record: Record, strict: bool) -> Outcome:
+    """``(rc, out, err)``, or an Error for ssh errors, timeouts, kills (and, ``strict``, any failure)."""
+    status = record.status
+    if status == OK or (status == FAILED and not strict):
+        return record.exitcode, record.output, record.errors
+    reason = _REASONS.get(status) or "exit status %s" % record.exitcode
+    if record.error:
+        reason += ": " + record.error
+    return Error(record.host, record.exitcode, record.errors, reason, record)
+
+
+class _Collector:
+    def __init__(self):
+        self.records: Dict[str, Record] = {}
+
+    def finished(self, task, record: Record) -> None:
+        self.records[record.host] = record
+
+
+def _start(targets: List[Target], command: Optional[str], options: Options, extra: Sequence = (),
+           handle_signals: bool = True, keep=None) -> Tuple[HostRun, _Collector]:
+    collector = _Collector()
+    observers: List[object] = []
+    if options.results:
+        prepare_results_dir(options.results)
+        observers.append(ResultsDir(options.results))
+    observers += list(extra) + [collector]
+    source = TargetSource(targets, task_maker(command, options))
+    return HostRun(source, options, observers, keep=keep, handle_signals=handle_signals), collector
+
+
+def _run(hosts: Hosts, command: str, opts, strict: bool, extra: Sequence = (),
+         options: Optional[Options] = None, keep=None) -> Dict[str, Outcome]:
+    options = options or as_options(opts)
+    host_run, collector = _start(targets_of(hosts, options), command, options, extra, keep=keep)
+    summary = host_run.run()
+    if summary.interrupted_by == signal.SIGINT:
+        raise KeyboardInterrupt
+    return {host: outcome(record, strict) for host, record in collector.records.items()}
+
+
+def run(hosts: Hosts, cmd: str, opts: Union[None, Options, dict] = None) -> Dict[str, Outcome]:
+    """Run ``cmd`` on every host: ``{host: (rc, out, err) | Error}``.
+
+    An Error stands only for an ssh error, a timeout or a kill; a command
+    that ran and exited non-zero gives its ``rc``. Ctrl-C kills every child,
+    then raises KeyboardInterrupt.
+    """
+    return _run(hosts, cmd, opts, strict=False)
+
+
+def call(hosts: Hosts, cmd: str, opts: Union[None, Options, dict] = None) -> Dict[str, Outcome]:
+    """Like :func:`run`, but any non-zero exit is an Error too."""
+    return _run(hosts, cmd, opts, strict=True)
+
+
+class SSHJobMan:
+    """A run you drive yourself (the classh seed's module API)::
+
+        job = SSHJobMan(hosts, 'date +%s')
+        job.wait()
+        for host, res in job.results.items():
+            print(host, res.exitcode, res.output, res.errors, res.started, res.stopped)
+
+    ``start()`` launches, ``poll()`` handles what is ready without blocking,
+    ``wait()`` blocks until every host is done (``wait()`` and ``poll()``
+    start the run if needed), ``kill()`` ends it, ``done()`` says whether it
+    is over. ``results`` maps each host to its Record as hosts finish.
+    Keyword options are those of :class:`Options` (over the ``CLASSH_*``
+    environment defaults). Signals are left to the calling program.
+    """
+
+    def __init__(self, hosts: Hosts, cmd: str, **opts):
+        self.options = as_options(opts)
+        self.targets = targets_of(hosts, self.options)
+        self.cmd = cmd
+        self._run: Optional[HostRun] = None
+        self._collector: Optional[_Collector] = None
+
+    @property
+    def results(self) -> Dict[str, Record]:
+        """``{host: Record}`` for every host finished so far."""
+        return self._collector.records if self._collector else {}
+
+    def start(self) -> "SSHJobMan":
+        """Start the run (once)."""
+        if self._run is None:
+            self._run, self._collector = _start(self.targets, self.cmd, self.options,
+                                                handle_signals=False)
+            self._run.start()
+        return self
+
+    def poll(self) -> bool:
+        """Handle whatever is ready now, without waiting; True when all hosts are done."""
+        self.start()
+        return self._run.step(timeout=0)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until all hosts are done (or ``timeout`` seconds pass); True when done."""
+        self.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._run.step(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return True
+
+    def kill(self, host: Optional[str] = None) -> None:
+        """Kill one host's command, or all of them (the run then ends)."""
+        if self._run is not None and not self.done():
+            self._run.kill(host)
+
+    def done(self) -> bool:
+        """True once every host has finished (or the run was killed and has ended)."""
+        return self._run is not None and self._run.summary is not None
+
+
+def copy(hosts: Hosts, src: Union[str, Iterable[str]], dst: str,
+         opts: Union[None, Options, dict] = None) -> Dict[str, Outcome]:
+    """Push local file(s) or directories ``src`` to ``dst`` on every host (see ``classh --copy``)."""
+    from .transfer import copy_plan
+    options = as_options(opts)
+    command, archive = copy_plan([src] if isinstance(src, str) else list(src), dst)
+    return _run(hosts, command, None, strict=True, options=options.replace(input=archive))
+
+
+def slurp(hosts: Hosts, src: str, dst: str,
+          opts: Union[None, Options, dict] = None) -> Dict[str, Outcome]:
+    """Pull ``src`` from every host into ``dst/host/basename`` (see ``classh --slurp``)."""
+    from .transfer import SlurpSink, slurp_command
+    # stdout is the tar stream: written to disk by the sink, never kept in memory.
+    return _run(hosts, slurp_command(src), opts, strict=True, extra=[SlurpSink(dst)], keep=(0, None))
