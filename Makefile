@@ -16,12 +16,14 @@ $(PY): pyproject.toml
 
 venv: $(PY)
 
-# A real OpenSSH server for the tests and the demo; installed when missing and we are root.
+# A real OpenSSH server (and sudo, for the sudo tests) for the tests and the demo;
+# installed when missing and we are root.
 sshd:
-	@if [ ! -x $(SSHD) ] || ! command -v ssh >/dev/null; then \
+	@if [ ! -x $(SSHD) ] || ! command -v ssh >/dev/null || \
+	    { [ "$$(id -u)" = 0 ] && ! command -v sudo >/dev/null; }; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client sudo >/dev/null; \
 	  else echo "make: $(SSHD) is missing: install openssh-server" >&2; exit 1; fi; \
 	fi
 
