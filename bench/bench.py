@@ -1,0 +1,981 @@
+#!/usr/bin/env python3
+"""classh benchmark: classh against xargs, pssh, clush, pdsh and GNU parallel.
+
+    .venv/bin/python bench/bench.py [--quick] [--only NAME] [--cap X] [--timeout SECS]
+
+Scenarios (one run of each tool, command ``true``, same hosts, same fanout):
+
+  standin-100   stand-in ssh, 10,000 hosts, fanout 100, every tool
+  standin-500   stand-in ssh, 10,000 hosts, fanout 500, every tool
+  standin-50k   stand-in ssh, 50,000 hosts, fanout 500: xargs and classh,
+                every host's result recorded
+  results-dir   stand-in ssh, 10,000 hosts, fanout 100: classh -o DIR vs
+                classh without it (skipped while classh has no --results)
+  real-sshd     a real loopback sshd (tests/fleet.py), 300 hosts, fanout
+                100, every tool through the same ssh config
+
+``--quick`` uses 1,000 / 5,000 / 50 hosts instead of 10,000 / 50,000 / 300.
+
+To keep a full run near five minutes on two cores, a peer in the stand-in
+scenarios is stopped once it has run ``--cap`` (default 3) times as long as
+xargs did (never before 15 s): its row shows a lower bound (">"), status
+CAPPED.  Such a peer loses every bar whatever its exact time.  ``--cap 0``
+lets every peer finish (about 8-10 minutes here).  classh and xargs are
+never capped; every run has a hard limit of ``--timeout`` seconds.
+
+The stand-in (tests/standin-ssh, copied as ``ssh`` into a temporary bin
+directory) runs the command locally, so those rows measure each tool's own
+cost: spawning, polling, bookkeeping.  With a real sshd every tool is bound
+by ssh's crypto on the same cores.
+
+Measures per run: wall time; CPU time = user+sys of the tool and of every
+descendant it reaped (os.wait4's rusage, what ``/usr/bin/time`` reports);
+the peak RSS of the tool's main process = its VmHWM, read from
+/proc/PID/status every 50 ms (a high-water mark, so only growth in the last
+50 ms can be missed).  wait4's ru_maxrss (``/usr/bin/time -f %M``) is kept
+in the JSON only: it is the largest process of the reaped tree *and* the
+high-water mark of the memory image each process replaced at exec -- for a
+child forked (or vforked) from this Python script that is the script's own
+~15 MB, which swamps xargs' 2 MB or pdsh's 5 MB.
+
+Writes bench/out/latest.json and bench/out/latest.md.  Stdlib only.  Every
+process it starts is ended by pid (time limit per run, leftovers of a
+tool's process group, the sshd fleet).
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT_DIR = os.path.join(ROOT, "bench", "out")
+STANDIN = os.path.join(ROOT, "tests", "standin-ssh")
+CLASSH = os.path.join(ROOT, "classh")
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+PEER_PACKAGES = ["pssh", "clustershell", "pdsh", "parallel"]
+TOOLS = ["xargs", "classh", "pssh", "clush", "pdsh", "parallel"]
+SCENARIOS = ["standin-100", "standin-500", "standin-50k", "results-dir", "real-sshd"]
+
+
+def log(msg):
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+# -- environment ---------------------------------------------------------------
+
+def classh_python():
+    venv = os.path.join(ROOT, ".venv", "bin", "python")
+    return venv if os.access(venv, os.X_OK) else sys.executable
+
+
+def _out(argv, stderr=True):
+    try:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT if stderr else subprocess.DEVNULL,
+                           universal_newlines=True, timeout=30)
+        return p.stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return "(%s)" % e
+
+
+def find_peers():
+    """{tool: path or None} for the peers (pssh is parallel-ssh on Debian)."""
+    paths = {
+        "pssh": shutil.which("parallel-ssh") or shutil.which("pssh"),
+        "clush": shutil.which("clush"),
+        "pdsh": shutil.which("pdsh"),
+        "parallel": shutil.which("parallel"),
+    }
+    # moreutils ships a different "parallel": only GNU parallel counts.
+    if paths["parallel"] and "GNU parallel" not in _out([paths["parallel"], "--version"]):
+        paths["parallel"] = None
+    return paths
+
+
+def ensure_peers():
+    """Install missing peers with apt-get when root; return (paths, notes)."""
+    paths = find_peers()
+    missing = [t for t, p in paths.items() if p is None]
+    notes = {}
+    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
+        log("bench: installing missing peers (%s) with apt-get" % ", ".join(missing))
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        cmd = ["apt-get", "install", "-y", "-qq"] + PEER_PACKAGES
+        for attempt in range(2):
+            try:
+                p = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   universal_newlines=True, timeout=600)
+                if p.returncode == 0:
+                    break
+                log("bench: apt-get install failed (rc %d)%s" % (
+                    p.returncode, ", running apt-get update" if attempt == 0 else ""))
+                if attempt == 0:
+                    subprocess.run(["apt-get", "update", "-qq"], env=env,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, timeout=600)
+            except (OSError, subprocess.SubprocessError) as e:
+                log("bench: apt-get failed: %s" % e)
+                break
+        paths = find_peers()
+    for tool, path in paths.items():
+        if path is None:
+            notes[tool] = "not installed%s" % (
+                "" if os.geteuid() == 0 else " (not root: cannot apt-get install)")
+    return paths, notes
+
+
+def raise_nofile():
+    """Same, raised open-file limit for every tool (fanout 500 needs >1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    want = min(want, 65536)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        return want
+    except (ValueError, OSError):
+        return soft
+
+
+def first_line(text):
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def machine_info(paths):
+    py = classh_python()
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    versions = {
+        "classh": first_line(_out([py, CLASSH, "--version"])),
+        "python": first_line(_out([py, "--version"])),
+        "xargs": first_line(_out(["xargs", "--version"])),
+        "ssh": first_line(_out(["ssh", "-V"])),
+    }
+    if paths.get("pssh"):
+        versions["pssh"] = "%s %s" % (os.path.basename(paths["pssh"]),
+                                      first_line(_out([paths["pssh"], "--version"])))
+    if paths.get("clush"):
+        versions["clush"] = first_line(_out([paths["clush"], "--version"]))
+    if paths.get("pdsh"):
+        versions["pdsh"] = first_line(_out([paths["pdsh"], "-V"]))
+    if paths.get("parallel"):
+        versions["parallel"] = first_line(_out([paths["parallel"], "--version"]))
+    mem = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    mem = "%.1f GiB" % (int(line.split()[1]) / 1048576.0)
+    except OSError:
+        pass
+    return {
+        "host": platform.node(),
+        "system": "%s %s" % (platform.system(), platform.release()),
+        "os": _os_release(),
+        "nproc": os.cpu_count(),
+        "cpus_usable": affinity,
+        "memory": mem,
+        "loadavg_start": _loadavg(),
+        "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "bench_python": platform.python_version(),
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "classh_source": _git_state(),
+    }
+
+
+def _git_state():
+    """The commit measured, and whether classh's sources differ from it."""
+    head = first_line(_out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], stderr=False))
+    if not head:
+        return "not a git checkout"
+    dirty = _out(["git", "-C", ROOT, "status", "--porcelain", "--", "classh", "lib"],
+                 stderr=False).strip()
+    return "git %s%s" % (head, " + uncommitted changes in classh/lib" if dirty else "")
+
+
+def _os_release():
+    try:
+        with open("/etc/os-release") as fh:
+            for line in fh:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.platform()
+
+
+def _loadavg():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# -- running one tool ------------------------------------------------------------
+
+def _hwm_kb(pid):
+    """VmHWM of pid in KiB (None when gone or a zombie)."""
+    try:
+        with open("/proc/%d/status" % pid) as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _group_members(pgid):
+    """Pids whose process group is pgid (Linux /proc)."""
+    out = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as fh:
+                stat = fh.read()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                out.append(int(name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _kill_pids(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def measure(argv, env, workdir, name, timeout, stdin_path=None):
+    """Run argv once; return a dict of measurements.
+
+    stdout goes to workdir/name.out, stderr to workdir/name.err.  The tool
+    runs in its own process group; on timeout the group is sent SIGTERM,
+    then SIGKILL; leftovers of the group are killed by pid afterwards.
+    """
+    out_path = os.path.join(workdir, name + ".out")
+    err_path = os.path.join(workdir, name + ".err")
+    stdin = open(stdin_path or os.devnull, "rb")
+    out = open(out_path, "wb")
+    err = open(err_path, "wb")
+    state = {"timed_out": False, "hwm": 0}
+    try:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, env=env,
+                                cwd=workdir, start_new_session=True, close_fds=True)
+    except OSError as e:
+        for f in (stdin, out, err):
+            f.close()
+        return {"status": "ERROR", "note": "cannot start: %s" % e, "rc": None}
+    pid = proc.pid
+    done = threading.Event()
+
+    def sampler():
+        while not done.is_set():
+            kb = _hwm_kb(pid)
+            if kb and kb > state["hwm"]:
+                state["hwm"] = kb
+            done.wait(0.05)
+
+    def killer():
+        if done.wait(timeout):
+            return
+        state["timed_out"] = True
+        _kill_pids(_group_members(pid), signal.SIGTERM)
+        if done.wait(3):
+            return
+        _kill_pids(_group_members(pid), signal.SIGKILL)
+
+    threads = [threading.Thread(target=sampler, daemon=True),
+               threading.Thread(target=killer, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        while True:
+            try:
+                _, status, ru = os.wait4(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        wall = time.monotonic() - t0
+    finally:
+        done.set()
+        proc.returncode = 0  # reaped here: keep Popen from waiting again
+        for f in (stdin, out, err):
+            f.close()
+    for t in threads:
+        t.join(5)
+    leftovers = _group_members(pid)
+    if leftovers:  # e.g. children a killed tool left behind
+        _kill_pids(leftovers, signal.SIGKILL)
+    rc = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") \
+        else (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status))
+    return {
+        "rc": rc,
+        "wall": wall,
+        "user": ru.ru_utime,
+        "sys": ru.ru_stime,
+        "cpu": ru.ru_utime + ru.ru_stime,
+        "rss_main_mb": state["hwm"] / 1024.0 if state["hwm"] else None,
+        # Not shown in the tables: see the module docstring.
+        "rusage_maxrss_mb": ru.ru_maxrss / 1024.0,
+        "timed_out": state["timed_out"],
+        "leftovers_killed": len(leftovers),
+        "stdout": out_path,
+        "stderr": err_path,
+    }
+
+
+def _read(path, limit=None):
+    try:
+        with open(path, "r", errors="replace") as fh:
+            return fh.read() if limit is None else fh.read(limit)
+    except OSError:
+        return ""
+
+
+def _tail(path, n=3):
+    lines = [l for l in _read(path).splitlines() if l.strip()]
+    return " | ".join(lines[-n:])[:300]
+
+
+def _count_lines(path, pattern):
+    rx = re.compile(pattern)
+    n = 0
+    try:
+        with open(path, "r", errors="replace") as fh:
+            for line in fh:
+                if rx.search(line):
+                    n += 1
+    except OSError:
+        pass
+    return n
+
+
+# -- success checks: never report a fast failure as a win ------------------------
+
+def check_exit_only(m, nhosts, err_pattern=None):
+    """Tools whose exit status is 0 only when every host succeeded."""
+    if m["rc"] == 0:
+        return nhosts
+    if err_pattern:
+        return max(0, nhosts - _count_lines(m["stderr"], err_pattern))
+    return None
+
+
+def check_parallel(m, nhosts):
+    # GNU parallel's exit status is the number of failed jobs (101 = more).
+    rc = m["rc"]
+    if rc is not None and 0 <= rc <= 100:
+        return nhosts - rc
+    return None
+
+
+def check_pssh(m, nhosts):
+    return _count_lines(m["stdout"], r"\[SUCCESS\]")
+
+
+SUMMARY_RX = re.compile(r"classh: (\d+) hosts? in [0-9.]+ s: (\d+) ok")
+
+
+def classh_summary(m):
+    match = None
+    for line in _read(m["stderr"]).splitlines():
+        mm = SUMMARY_RX.search(line)
+        if mm:
+            match = mm
+    if not match:
+        return None, None
+    return int(match.group(1)), int(match.group(2))
+
+
+def check_classh(m, nhosts):
+    total, ok = classh_summary(m)
+    m["summary_hosts"], m["summary_ok"] = total, ok
+    return ok if total == nhosts else None
+
+
+CHECKS = {
+    "xargs": lambda m, n: check_exit_only(m, n),
+    "classh": check_classh,
+    "pssh": check_pssh,
+    "clush": lambda m, n: check_exit_only(m, n, r"exited with exit code|timeout"),
+    "pdsh": lambda m, n: check_exit_only(m, n, r"exited with exit code|timed out"),
+    "parallel": check_parallel,
+}
+
+
+# -- command lines ---------------------------------------------------------------
+
+class Setup:
+    """Where the hosts, the stand-in and the tools are for one bench run."""
+
+    def __init__(self, tmp, paths, peer_notes):
+        self.tmp = tmp
+        self.paths = paths
+        self.peer_notes = peer_notes
+        self.bindir = os.path.join(tmp, "bin")
+        os.makedirs(self.bindir)
+        # A stand-in copy named "ssh": tools that look ssh up on PATH
+        # (pssh, pdsh) find it first; the others get its absolute path.
+        self.standin = os.path.join(self.bindir, "ssh")
+        shutil.copyfile(STANDIN, self.standin)
+        os.chmod(self.standin, 0o755)
+        self.python = classh_python()
+        self._hostfiles = {}
+        self.cap = 0.0      # peers in stand-in scenarios stop at cap x xargs' wall
+        self.cap_min = 15.0  # ... but never before this many seconds
+
+    def hostfile(self, hosts, prefix="h"):
+        key = (prefix, len(hosts))
+        if key not in self._hostfiles:
+            path = os.path.join(self.tmp, "hosts-%s%d" % (prefix, len(hosts)))
+            with open(path, "w") as fh:
+                fh.write("\n".join(hosts) + "\n")
+            self._hostfiles[key] = path
+        return self._hostfiles[key]
+
+    def env(self, standin):
+        env = dict(os.environ)
+        for k in list(env):
+            if k.startswith(("CLASSH_", "PDSH_")):
+                del env[k]
+        if standin:
+            env["PATH"] = self.bindir + os.pathsep + env.get("PATH", "")
+        env["NO_COLOR"] = "1"
+        return env
+
+    def command(self, tool, hostfile, fanout, ssh_cfg=None, user=None, results=None):
+        """(argv, env, stdin_path, note) for tool; ssh_cfg=None: the stand-in."""
+        standin = ssh_cfg is None
+        env = self.env(standin)
+        f = str(fanout)
+        ssh_argv = [self.standin] if standin else ["ssh", "-F", ssh_cfg]
+        ssh_cmd = " ".join(shlex.quote(a) for a in ssh_argv)
+        if tool == "xargs":
+            # one ssh per host, at most `fanout` at a time; children get /dev/null
+            return (["xargs", "-P", f, "-I{}"] + ssh_argv + ["{}", "true"],
+                    env, hostfile)
+        if tool == "classh":
+            argv = [self.python, CLASSH, "-q", "-n", f, "--ssh", ssh_cmd]
+            if results:
+                argv += ["-o", results]
+            return argv + ["true", hostfile], env, None
+        path = self.paths.get(tool)
+        if tool == "pssh":
+            # parallel-ssh runs "ssh HOST -o ... [-x args] -T? CMD" from PATH;
+            # -t 0: no 60 s per-host timeout.
+            argv = [path, "-p", f, "-t", "0", "-h", hostfile]
+            if not standin:
+                argv += ["-x", "-F %s" % ssh_cfg]
+            return argv + ["true"], env, None
+        if tool == "clush":
+            # plain mode ("host: line"), -S: exit with the largest rc,
+            # ssh_path from the command line (clush.conf's ssh_path option).
+            argv = [path, "-n", "-S", "-f", f, "--hostfile", hostfile]
+            if standin:
+                argv += ["-O", "ssh_path=%s" % self.standin]
+            else:
+                argv += ["-o", "-F %s" % ssh_cfg]
+            return argv + ["true"], env, None
+        if tool == "pdsh":
+            # pdsh's ssh module runs "ssh" from PATH with PDSH_SSH_ARGS
+            # (default "-2 -a -x -l%u %h"); -S: exit with the largest rc.
+            argv = [path, "-S", "-R", "ssh", "-f", f, "-w", "^" + hostfile]
+            if not standin:
+                env["PDSH_SSH_ARGS_APPEND"] = "-F %s" % ssh_cfg
+                if user:  # else pdsh's -l%u (the local user) overrides the config's User
+                    argv += ["-l", user]
+            return argv + ["true"], env, None
+        if tool == "parallel":
+            # The usual "GNU parallel over ssh": one "ssh HOST true" job per
+            # host, -j jobs at a time (the same work as the xargs row).
+            # --nonall/-S would nest a parallel per host, which no one uses
+            # for thousands of hosts.
+            return ([path, "--will-cite", "-j", f] + ssh_argv + ["{}", "true", "::::", hostfile],
+                    env, None)
+        raise ValueError(tool)
+
+
+def run_tool(setup, tool, nhosts, hostfile, fanout, timeout, tag, ssh_cfg=None,
+             user=None, results=None, cap=None):
+    """One run of tool; cap (seconds, or None): stop it there and report a
+    lower bound (status CAPPED) instead of waiting for a slow peer."""
+    row = {"tool": tool, "hosts": nhosts, "fanout": fanout}
+    capped = cap is not None and cap < timeout
+    limit = cap if capped else timeout
+    if tool not in ("xargs", "classh") and not setup.paths.get(tool):
+        row.update(status="SKIPPED", note=setup.peer_notes.get(tool, "not installed"))
+        log("  %-8s skipped: %s" % (tool, row["note"]))
+        return row
+    argv, env, stdin_path = setup.command(tool, hostfile, fanout, ssh_cfg, user, results)
+    row["argv"] = " ".join(shlex.quote(a) for a in argv) + (
+        " < " + stdin_path if stdin_path else "")
+    row["loadavg_before"] = _loadavg()
+    log("  %-8s running: %s" % (tool, row["argv"]))
+    m = measure(argv, env, setup.tmp, "%s-%s" % (tag, tool), limit, stdin_path)
+    row.update(m)
+    if m.get("status") == "ERROR":
+        row["ok"] = 0
+        return row
+    ok = CHECKS[tool](m, nhosts)
+    row["ok"] = ok
+    for k in ("summary_hosts", "summary_ok"):
+        if k in m:
+            row[k] = m[k]
+    if m["timed_out"] and tool not in ("pssh", "classh"):
+        ok = row["ok"] = None  # killed: its exit status says nothing per host
+    if m["timed_out"] and capped:
+        row["status"] = "CAPPED"
+        row["capped"] = True
+        row["note"] = "stopped at %.1f s = %.1fx xargs%s" % (
+            limit, setup.cap, "" if ok is None else "; %d hosts done" % ok)
+    elif m["timed_out"]:
+        row["status"] = "TIMEOUT"
+        row["note"] = "killed after %d s" % limit
+    elif ok == nhosts and m["rc"] == 0:
+        row["status"] = "ok"
+    else:
+        row["status"] = "FAILED"
+        row["note"] = "rc %s, %s/%d ok: %s" % (m["rc"], "?" if ok is None else ok,
+                                              nhosts, _tail(m["stderr"]))
+    log("  %-8s %s wall %.2f s cpu %.2f s rss %s MB%s" % (
+        tool, row["status"], m["wall"], m["cpu"],
+        "%.1f" % m["rss_main_mb"] if m["rss_main_mb"] else "?",
+        "  (%s)" % row["note"] if row.get("note") else ""))
+    return row
+
+
+def add_ratios(rows):
+    ref = next((r for r in rows if r["tool"] == "xargs" and r.get("status") == "ok"), None)
+    for r in rows:
+        if ref and r.get("wall") and r.get("status") in ("ok", "CAPPED"):
+            r["x_xargs"] = r["wall"] / ref["wall"]
+            r["cpu_x_xargs"] = r["cpu"] / ref["cpu"] if ref["cpu"] else None
+
+
+# -- scenarios --------------------------------------------------------------------
+
+def hosts_list(n, prefix="h"):
+    return ["%s%d" % (prefix, i) for i in range(1, n + 1)]
+
+
+def sc_standin(setup, args, nhosts, fanout, name, tools):
+    hosts = hosts_list(nhosts)
+    hf = setup.hostfile(hosts)
+    sc = {"name": name, "title": "stand-in ssh, %d hosts, fanout %d" % (nhosts, fanout),
+          "hosts": nhosts, "fanout": fanout, "rows": []}
+    log("bench: %s" % sc["title"])
+    cap = None
+    for tool in tools:
+        row = run_tool(setup, tool, nhosts, hf, fanout, args.timeout, name,
+                       cap=cap if tool not in ("xargs", "classh") else None)
+        sc["rows"].append(row)
+        if tool == "xargs" and row.get("status") == "ok" and setup.cap:
+            # A peer slower than CAPx xargs loses every bar whatever its exact
+            # time: stop it there (a lower bound) to keep the run short.
+            cap = max(setup.cap_min, setup.cap * row["wall"])
+    add_ratios(sc["rows"])
+    return sc
+
+
+def classh_has_results(setup):
+    text = _out([setup.python, CLASSH, "--help"])
+    return "--results" in text
+
+
+def sc_results_dir(setup, args, nhosts, fanout):
+    name = "results-dir"
+    hosts = hosts_list(nhosts)
+    hf = setup.hostfile(hosts)
+    sc = {"name": name, "hosts": nhosts, "fanout": fanout, "rows": [],
+          "title": "stand-in ssh, %d hosts, fanout %d: classh -o DIR vs without"
+                   % (nhosts, fanout)}
+    log("bench: %s" % sc["title"])
+    if not classh_has_results(setup):
+        sc["skipped"] = "classh --help has no --results: -o DIR not implemented yet"
+        log("  skipped: " + sc["skipped"])
+        return sc
+    plain = run_tool(setup, "classh", nhosts, hf, fanout, args.timeout, name + "-plain")
+    plain["tool"] = "classh"
+    rdir = os.path.join(setup.tmp, "results-%d" % nhosts)
+    withdir = run_tool(setup, "classh", nhosts, hf, fanout, args.timeout, name + "-o",
+                       results=rdir)
+    withdir["tool"] = "classh -o DIR"
+    try:
+        names = os.listdir(rdir)
+    except OSError:
+        names = []
+    rets = sum(1 for n in names if n.endswith(".ret"))
+    withdir["ret_files"] = rets
+    if withdir.get("status") == "ok" and rets != nhosts:
+        withdir["status"] = "FAILED"
+        withdir["note"] = "%d .ret files, expected %d" % (rets, nhosts)
+    else:
+        withdir["note"] = "%d .ret files" % rets
+    if plain.get("wall") and withdir.get("wall"):
+        withdir["x_plain"] = withdir["wall"] / plain["wall"]
+        sc["ratio"] = withdir["x_plain"]
+        if plain.get("cpu"):
+            sc["cpu_ratio"] = withdir["cpu"] / plain["cpu"]
+    sc["rows"] = [plain, withdir]
+    shutil.rmtree(rdir, ignore_errors=True)
+    return sc
+
+
+def sc_real(setup, args, nhosts, fanout):
+    from fleet import Fleet, FleetError
+    name = "real-sshd"
+    sc = {"name": name, "hosts": nhosts, "fanout": fanout, "rows": [],
+          "title": "real loopback sshd, %d hosts, fanout %d" % (nhosts, fanout)}
+    log("bench: %s" % sc["title"])
+    if not os.access("/usr/sbin/sshd", os.X_OK) or not shutil.which("ssh"):
+        sc["skipped"] = "no /usr/sbin/sshd or ssh (make sshd installs them)"
+        log("  skipped: " + sc["skipped"])
+        return sc
+    fleet = Fleet(tempfile.mkdtemp(prefix="classh-bench-fleet-"), hosts=nhosts)
+    try:
+        try:
+            fleet.start()
+        except FleetError as e:
+            sc["skipped"] = "fleet did not start: %s" % str(e)[:300]
+            log("  skipped: " + sc["skipped"])
+            return sc
+        hf = setup.hostfile(fleet.hosts, prefix=fleet.prefix)
+        # One login first, so a broken fleet shows up as such.
+        probe = subprocess.run(fleet.ssh_argv + [fleet.hosts[0], "true"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, universal_newlines=True,
+                               timeout=60)
+        if probe.returncode != 0:
+            sc["skipped"] = "ssh to the fleet failed: %s" % probe.stdout.strip()[:300]
+            log("  skipped: " + sc["skipped"])
+            return sc
+        # Untimed warm-up: one batch of logins, so that the first tool measured
+        # does not pay for cold caches (sshd, ssh, keys) alone.
+        warm = setup.hostfile(fleet.hosts[:fanout], prefix="warm-" + fleet.prefix)
+        run_tool(setup, "xargs", min(fanout, nhosts), warm, fanout, args.timeout,
+                 name + "-warmup", ssh_cfg=fleet.ssh_config, user=fleet.user)
+        for tool in TOOLS:
+            sc["rows"].append(run_tool(setup, tool, nhosts, hf, fanout, args.timeout, name,
+                                       ssh_cfg=fleet.ssh_config, user=fleet.user))
+    finally:
+        fleet.stop()
+        shutil.rmtree(fleet.workdir, ignore_errors=True)
+    add_ratios(sc["rows"])
+    return sc
+
+
+# -- bars --------------------------------------------------------------------------
+
+def _row(sc, tool):
+    if not sc:
+        return None
+    return next((r for r in sc["rows"] if r["tool"] == tool), None)
+
+
+def bars(scs, sizes):
+    out = []
+
+    def bar(name, verdict, detail):
+        out.append({"bar": name, "result": verdict, "detail": detail})
+
+    s1 = scs.get("standin-100")
+    n = sizes["hosts"]
+    label = "stand-in %d/100" % n
+    if s1:
+        c, x = _row(s1, "classh"), _row(s1, "xargs")
+        if c and x and c.get("status") == "ok" and x.get("status") == "ok":
+            r = c["wall"] / x["wall"]
+            bar("%s: classh wall <= 1.3x xargs" % label, "PASS" if r <= 1.3 else "FAIL",
+                "%.2f s vs %.2f s = %.2fx" % (c["wall"], x["wall"], r))
+        else:
+            bar("%s: classh wall <= 1.3x xargs" % label, "FAIL", "classh or xargs failed")
+        for peer in ("pssh", "clush"):
+            p = _row(s1, peer)
+            if not p or p.get("status") == "SKIPPED":
+                bar("%s: classh below %s" % (label, peer), "n/a", "%s not installed" % peer)
+            elif c and c.get("status") == "ok":
+                # a failed peer is no race won: only a finished or capped one counts
+                if p.get("status") in ("ok", "CAPPED"):
+                    ok = c["wall"] < p["wall"]
+                    bar("%s: classh below %s" % (label, peer), "PASS" if ok else "FAIL",
+                        "%.2f s vs %s%.2f s" % (c["wall"], ">" if p.get("capped") else "",
+                                               p["wall"]))
+                else:
+                    bar("%s: classh below %s" % (label, peer), "n/a",
+                        "%s %s" % (peer, p.get("status")))
+            else:
+                bar("%s: classh below %s" % (label, peer), "FAIL", "classh failed")
+        if c and c.get("status") == "ok" and c.get("rss_main_mb"):
+            bar("%s: classh peak RSS <= 150 MB" % label,
+                "PASS" if c["rss_main_mb"] <= 150 else "FAIL",
+                "%.1f MB" % c["rss_main_mb"])
+    s3 = scs.get("standin-50k")
+    if s3:
+        c = _row(s3, "classh")
+        n3 = s3["hosts"]
+        ok = bool(c and c.get("rc") == 0 and c.get("summary_hosts") == n3
+                  and c.get("summary_ok") == n3)
+        bar("stand-in %d/500: every host recorded (exit 0, summary %d hosts, %d ok)"
+            % (n3, n3, n3), "PASS" if ok else "FAIL",
+            "rc %s, summary %s hosts / %s ok, peak RSS %s MB" % (
+                c and c.get("rc"), c and c.get("summary_hosts"), c and c.get("summary_ok"),
+                "%.1f" % c["rss_main_mb"] if c and c.get("rss_main_mb") else "?"))
+    s4 = scs.get("results-dir")
+    if s4:
+        if s4.get("skipped"):
+            bar("-o DIR <= 1.2x without", "SKIP", s4["skipped"])
+        else:
+            r = s4.get("ratio")
+            w = _row(s4, "classh -o DIR")
+            ok = r is not None and r <= 1.2 and w and w.get("status") == "ok"
+            bar("-o DIR <= 1.2x without (and %d .ret files)" % s4["hosts"],
+                "PASS" if ok else "FAIL",
+                "wall %s (CPU %s), %s .ret files" % (
+                    "%.2fx" % r if r else "?", "%.2fx" % s4["cpu_ratio"]
+                    if s4.get("cpu_ratio") else "?", w and w.get("ret_files")))
+    s5 = scs.get("real-sshd")
+    if s5:
+        lab = "real sshd %d hosts: classh within 1.1x xargs" % s5["hosts"]
+        if s5.get("skipped"):
+            bar(lab, "SKIP", s5["skipped"])
+        else:
+            c, x = _row(s5, "classh"), _row(s5, "xargs")
+            if c and x and c.get("status") == "ok" and x.get("status") == "ok":
+                r = c["wall"] / x["wall"]
+                bar(lab, "PASS" if r <= 1.1 else "FAIL",
+                    "%.2f s vs %.2f s = %.2fx" % (c["wall"], x["wall"], r))
+            else:
+                bar(lab, "FAIL", "classh or xargs failed")
+    return out
+
+
+# -- output ----------------------------------------------------------------------
+
+def _fmt(v, spec):
+    return spec % v if isinstance(v, (int, float)) else "-"
+
+
+def table_rows(sc):
+    head = ["tool", "wall s", "x xargs", "CPU s", "CPU x xargs", "RSS MB", "ok", "status"]
+    rows = []
+    for r in sc["rows"]:
+        status = r.get("status", "")
+        if r.get("note"):
+            status = "%s (%s)" % (status, r["note"])
+        ratio = r.get("x_xargs")
+        ge = ">" if r.get("capped") else ""
+        if r["tool"] == "classh -o DIR" and r.get("x_plain"):
+            ratio_s = "%.2fx plain" % r["x_plain"]
+        else:
+            ratio_s = ge + _fmt(ratio, "%.2f")
+        rows.append([r["tool"], ge + _fmt(r.get("wall"), "%.2f"), ratio_s,
+                     ge + _fmt(r.get("cpu"), "%.2f"), ge + _fmt(r.get("cpu_x_xargs"), "%.2f"),
+                     _fmt(r.get("rss_main_mb"), "%.1f"),
+                     "%s/%d" % ("?" if r.get("ok") is None else r["ok"], r["hosts"])
+                     if r.get("status") != "SKIPPED" else "-",
+                     status])
+    return head, rows
+
+
+def text_table(head, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    widths[-1] = 0
+    line = lambda cells: "  ".join(str(c).ljust(w) if i < len(cells) - 1 else str(c)
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    out = [line(head), line(["-" * w for w in widths[:-1]] + ["-" * 6])]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def md_table(head, rows):
+    esc = lambda s: str(s).replace("|", "\\|")
+    out = ["| " + " | ".join(head) + " |",
+           "|" + "|".join("---" if i == 0 or i == len(head) - 1 else "---:"
+                          for i in range(len(head))) + "|"]
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+LEGEND = ("wall: elapsed seconds (\">\": a peer stopped once it had run --cap "
+          "times as long as xargs, so a lower bound; --cap 0 lets every peer finish); CPU: user+sys of the tool and every process it "
+          "reaped (wait4 rusage); RSS: peak resident memory (VmHWM) of the tool's "
+          "main process; ok: hosts that succeeded per the tool's own "
+          "report (exit status, pssh's [SUCCESS] lines, classh's summary). "
+          "One run each; the machine may be shared, so numbers are noisy.")
+
+
+def header_lines(info):
+    v = info["versions"]
+    lines = [
+        "machine: %s, %s, nproc %s (usable %s), %s RAM, load %s, nofile %s" % (
+            info["os"], info["system"], info["nproc"], info["cpus_usable"], info["memory"],
+            info["loadavg_start"], info["nofile_limit"]),
+        "date: %s; classh source: %s" % (info["date"], info.get("classh_source")),
+    ]
+    for k in ("classh", "python", "ssh", "xargs", "pssh", "clush", "pdsh", "parallel"):
+        if k in v:
+            lines.append("  %-9s %s" % (k + ":", v[k]))
+    return lines
+
+
+def render(info, scs, bar_list, order, quick):
+    text, md = [], []
+    text.append("classh benchmark%s" % (" (--quick)" if quick else ""))
+    text += header_lines(info)
+    md.append("### classh benchmark%s\n" % (" (--quick)" if quick else ""))
+    md += ["    " + l for l in header_lines(info)]
+    for name in order:
+        sc = scs.get(name)
+        if not sc:
+            continue
+        text.append("")
+        text.append("== %s [%s]" % (sc["title"], name))
+        md.append("")
+        md.append("#### %s\n" % sc["title"])
+        if sc.get("skipped") and not sc["rows"]:
+            text.append("skipped: %s" % sc["skipped"])
+            md.append("skipped: %s" % sc["skipped"])
+            continue
+        head, rows = table_rows(sc)
+        text.append(text_table(head, rows))
+        md.append(md_table(head, rows))
+        if sc.get("ratio"):
+            line = "-o DIR / without: wall %.2fx, CPU %.2fx" % (sc["ratio"],
+                                                               sc.get("cpu_ratio") or 0)
+            text.append(line)
+            md.append("\n" + line)
+    text.append("")
+    text.append("bars:")
+    md.append("")
+    md.append("#### Bars\n")
+    md.append("| bar | result | measured |")
+    md.append("|---|---|---|")
+    for b in bar_list:
+        text.append("  %-5s %s: %s" % (b["result"], b["bar"], b["detail"]))
+        md.append("| %s | %s | %s |" % (b["bar"].replace("|", "\\|"), b["result"],
+                                         b["detail"].replace("|", "\\|")))
+    text.append("")
+    text.append(LEGEND)
+    md.append("")
+    md.append(LEGEND)
+    return "\n".join(text) + "\n", "\n".join(md) + "\n"
+
+
+# -- main --------------------------------------------------------------------------
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Benchmark classh against its peers.")
+    p.add_argument("--quick", action="store_true",
+                   help="1,000 / 5,000 / 50 hosts instead of 10,000 / 50,000 / 300")
+    p.add_argument("--only", choices=SCENARIOS + [str(i) for i in range(1, 6)],
+                   help="run one scenario (name or number 1-5)")
+    p.add_argument("--timeout", type=int, default=300,
+                   help="kill any tool after SECS seconds (default 300)")
+    p.add_argument("--cap", type=float, default=3.0,
+                   help="in the stand-in scenarios, stop a peer once it has run "
+                        "CAP times as long as xargs (at least 15 s) and report a lower "
+                        "bound; 0: let every peer finish (default 3)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    a = p.parse_args(argv)
+    if a.only and a.only.isdigit():
+        a.only = SCENARIOS[int(a.only) - 1]
+    return a
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    sizes = ({"hosts": 1000, "big": 5000, "real": 50} if args.quick
+             else {"hosts": 10000, "big": 50000, "real": 300})
+    nofile = raise_nofile()
+    paths, peer_notes = ensure_peers()
+    info = machine_info(paths)
+    info["nofile_limit"] = nofile
+    for l in ["classh benchmark"] + header_lines(info):
+        log(l)
+    tmp = tempfile.mkdtemp(prefix="classh-bench-")
+    setup = Setup(tmp, paths, peer_notes)
+    setup.cap = args.cap
+    wanted = [args.only] if args.only else SCENARIOS
+    scs = {}
+    t0 = time.monotonic()
+
+    # SIGTERM/SIGHUP: unwind through finally blocks (fleet.stop, rmtree).
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    try:
+        for name in wanted:
+            if name == "standin-100":
+                scs[name] = sc_standin(setup, args, sizes["hosts"], 100, name, TOOLS)
+            elif name == "standin-500":
+                scs[name] = sc_standin(setup, args, sizes["hosts"], 500, name, TOOLS)
+            elif name == "standin-50k":
+                sc = sc_standin(setup, args, sizes["big"], 500, name, ["xargs", "classh"])
+                scs[name] = sc
+            elif name == "results-dir":
+                scs[name] = sc_results_dir(setup, args, sizes["hosts"], 100)
+            elif name == "real-sshd":
+                scs[name] = sc_real(setup, args, sizes["real"], 100)
+    except KeyboardInterrupt:
+        log("bench: interrupted; writing what was measured")
+    finally:
+        if args.keep:
+            log("bench: kept %s" % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    info["bench_seconds"] = round(time.monotonic() - t0, 1)
+    info["loadavg_end"] = _loadavg()
+    bar_list = bars(scs, sizes)
+    text, md = render(info, scs, bar_list, SCENARIOS, args.quick)
+    sys.stdout.write("\n" + text)
+    sys.stdout.write("total bench time: %.0f s\n" % info["bench_seconds"])
+    os.makedirs(OUT_DIR, exist_ok=True)
+    for r in (r for sc in scs.values() for r in sc["rows"]):
+        r.pop("stdout", None)
+        r.pop("stderr", None)
+    with open(os.path.join(OUT_DIR, "latest.json"), "w") as fh:
+        json.dump({"quick": args.quick, "only": args.only, "sizes": sizes,
+                   "machine": info, "scenarios": [scs[n] for n in SCENARIOS if n in scs],
+                   "bars": bar_list}, fh, indent=2)
+        fh.write("\n")
+    with open(os.path.join(OUT_DIR, "latest.md"), "w") as fh:
+        fh.write(md)
+    log("bench: wrote %s and %s" % (os.path.join(OUT_DIR, "latest.json"),
+                                    os.path.join(OUT_DIR, "latest.md")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
