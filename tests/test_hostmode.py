@@ -320,3 +320,29 @@ def test_repeated_options_keep_each_value_once(standin, tmp_path):
     assert r.rc == 0, r
     assert ok1.read_text() == ok2.read_text() == "h1\nh4\n" or sorted(ok1.read_text().split()) == ["h1", "h4"]
     assert sorted(ok2.read_text().split()) == ["h1", "h4"]
+
+
+def test_step_ranges_on_the_command_line_are_not_host_files(standin):
+    r = standin("--format", "lines", "echo x", "n[1-7/3]", "-x", "n[4-4/1]")
+    assert r.rc == 0, r
+    assert sorted(r.out.splitlines()) == ["n1: x", "n7: x"]
+
+
+def test_double_dash_ends_options_and_is_no_target(standin):
+    r = standin("--format", "lines", "--", "echo x", "h1")
+    assert r.rc == 0 and r.out == "h1: x\n", r
+
+
+def test_no_color_empty_means_colour_allowed():
+    from classh.display import use_colour
+    import io
+    assert use_colour(io.BytesIO(), {"NO_COLOR": ""}) is False  # not a terminal anyway
+    import os as _os, pty
+    master, slave = pty.openpty()
+    try:
+        tty = _os.fdopen(slave, "wb", closefd=False)
+        assert use_colour(tty, {"NO_COLOR": ""}) is True
+        assert use_colour(tty, {"NO_COLOR": "1"}) is False
+    finally:
+        _os.close(master)
+        _os.close(slave)

@@ -286,3 +286,11 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(fleet, classh):
     rc, text = _pty_run(fleet, ["echo hi", "node1"], {"NO_COLOR": "1"})
     assert "\x1b[" not in text
     assert "\x1b[" not in classh("echo hi", "node1").out
+
+
+def test_json_file_keeps_whole_output_even_with_a_results_dir(classh, tmp_path):
+    saved = tmp_path / "all.json"
+    r = classh("-q", "-o", str(tmp_path / "r"), "--json", str(saved), "head -c 1500000 /dev/zero | tr '\\0' y",
+               "node1")
+    assert r.rc == 0, r
+    assert len(load_results(str(saved))["node1"].stdout) == 1_500_000

@@ -48,10 +48,11 @@ Targets:
   With no TARGET, the hosts in $CLASSH_HOSTS are used.
 
 Modes:
-  --copy SRC...                  Push local files and directories to every
-                                 host: into the --dest PATH when it is a
-                                 directory there (or with several SRCs:
-                                 made if needed), else as that PATH.
+  --copy SRC...                  Push local files and directories into PATH
+                                 (given with --dest) on every host: a
+                                 directory, made if needed; but a single
+                                 file is written as PATH unless PATH is a
+                                 directory there.
   --slurp REMOTE                 Pull REMOTE (a file or a directory) from
                                  every host into PATH/HOST/ here (--dest).
   --dest PATH                    Where --copy and --slurp put files.
@@ -80,8 +81,8 @@ Options:
                                  empty unless --resume or --overwrite).
   --resume                       With -o: skip hosts whose .ret is 0 in DIR,
                                  rerun the others.
-  --overwrite                    Replace the results of the hosts run in an
-                                 existing DIR or --json FILE.
+  --overwrite                    Allow replacing results: those of the hosts
+                                 run in an existing DIR, a whole --json FILE.
   --json FILE                    Save every result, output included, as JSON
                                  Lines in FILE (a new file).
   -S DEST, --success DEST        Route successful hosts to DEST (repeatable).
@@ -151,7 +152,19 @@ def parse(argv: List[str]) -> dict:
     except DocoptExit:
         raise UsageError("%s (see classh --help)" % explain_bad_arguments(argv)) from None
     _trim_repeats(args, argv)
+    _drop_double_dash(args)
     return args
+
+
+def _drop_double_dash(args: dict) -> None:
+    """docopt keeps a literal ``--`` among the positionals: take it out."""
+    words = ([args["COMMAND"]] if args["COMMAND"] is not None else []) + list(args["TARGET"])
+    if "--" not in words:
+        return
+    words.remove("--")
+    if args["COMMAND"] is not None:
+        args["COMMAND"] = words.pop(0) if words else None
+    args["TARGET"] = words
 
 
 _REPEATABLE = {"--exclude": "-x", "--ssh-option": "-O", "--success": "-S", "--failure": "-E"}
@@ -247,10 +260,11 @@ def read_password(args: dict, environ) -> Optional[str]:
 
 def target_args(args: dict, environ) -> List[str]:
     """The TARGET arguments, or $CLASSH_HOSTS split on whitespace."""
+    names = args["TARGET"]
     if args["--interactive"] and args["COMMAND"]:
-        return [args["COMMAND"]] + args["TARGET"]  # with -i there is no COMMAND
-    if args["TARGET"]:
-        return args["TARGET"]
+        return [args["COMMAND"]] + names  # with -i there is no COMMAND
+    if names:
+        return names
     hosts = environ.get("CLASSH_HOSTS", "").split()
     if not hosts:
         raise UsageError("no TARGET given and CLASSH_HOSTS is not set")
@@ -340,8 +354,8 @@ def run(argv: List[str], environ=None) -> int:
     keep = None
     if not any(getattr(o, "needs_output", False) for o in observers):
         keep = 0
-    elif options.results:
-        keep = KEEP_WITH_RESULTS
+    elif options.results and not args["--json"]:
+        keep = KEEP_WITH_RESULTS  # the files have it all; --json must have it all too
     if transfer_sinks:
         keep = (0, keep)  # --slurp: stdout is the tar stream, on disk only
     summary = HostRun(source, options, observers, keep=keep).run()

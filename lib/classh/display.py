@@ -23,9 +23,9 @@ _COLOURS = {OK: "32", FAILED: "31", SSH_ERROR: "35", TIMEOUT: "33", KILLED: "33"
 
 
 def use_colour(stream, environ=None) -> bool:
-    """Colour only on a terminal, and never when ``NO_COLOR`` is set."""
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set (non-empty)."""
     environ = os.environ if environ is None else environ
-    if "NO_COLOR" in environ:
+    if environ.get("NO_COLOR"):
         return False
     try:
         return os.isatty(stream.fileno())

@@ -16,7 +16,7 @@ from .results import Record, Tally
 from .spawn import raise_fd_limit
 from .ssh import SshCommand
 from .supervisor import Supervisor, Task
-from .targets import Resolver, Target, TargetError
+from .targets import Resolver, Target, TargetError, is_host_file
 
 __all__ = ["HostRun", "RunSummary", "TargetSource", "task_maker", "is_stream", "open_stream"]
 
@@ -64,7 +64,7 @@ def task_maker(command: Optional[str], options: Options,
 
 def is_stream(arg: str) -> bool:
     """True for a host-file argument that is a pipe or device (read as lines arrive)."""
-    if "/" not in arg:
+    if not is_host_file(arg):
         return False
     try:
         mode = os.stat(arg).st_mode

@@ -89,7 +89,7 @@ class SudoWrapper:
     """Wraps commands in ``sudo -S`` and follows sudo's conversation on stderr.
 
     The remote command becomes ``sudo -S -p PROMPT -v && printf READY >&2 &&
-    exec sudo -n [-u USER] -- sh -c COMMAND``: the first sudo asks for the
+    sudo -n [-u USER] -- sh -c COMMAND``: the first sudo asks for the
     password (answered by classh), the second runs the command on the
     validated credentials. PROMPT and READY are random markers, removed from
     stderr before anything else sees it.

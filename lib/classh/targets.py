@@ -37,6 +37,7 @@ __all__ = [
     "read_host_file",
     "resolve",
     "Resolver",
+    "is_host_file",
     "strip_comment",
 ]
 
@@ -522,11 +523,17 @@ def read_host_file(path: str, expand: bool = True, max_hosts: int = DEFAULT_MAX_
 # the command-line rule
 
 
+def is_host_file(arg: str) -> bool:
+    """True when a target argument names a host file: it holds a ``/`` outside
+    brackets (``n[1-10/2]`` is a step range, not a path)."""
+    return "/" in re.sub(r"\[[^\]]*\]", "", arg)
+
+
 def _arg_pieces(
     arg: str, expand: bool, max_hosts: int, cache: Dict[str, List[str]]
 ) -> List[_Piece]:
     """Parse one command-line argument: a host file if it holds '/', else a pattern."""
-    if "/" in arg:
+    if is_host_file(arg):
         return _parse_file(arg, expand, max_hosts, cache)
     return _parse_text(arg, expand, max_hosts)
 
