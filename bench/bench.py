@@ -7,18 +7,24 @@ Scenarios (one run of each tool, command ``true``, same hosts, same fanout):
 
   standin-100   stand-in ssh, 10,000 hosts, fanout 100, every tool
   standin-500   stand-in ssh, 10,000 hosts, fanout 500, every tool
-  standin-50k   stand-in ssh, 50,000 hosts, fanout 500: xargs and classh,
-                every host's result recorded
+  standin-50k   stand-in ssh, 50,000 hosts, fanout 500: classh, every
+                host's result recorded
   results-dir   stand-in ssh, 10,000 hosts, fanout 100: classh -o DIR vs
                 classh without it (skipped while classh has no --results)
   real-sshd     a real loopback sshd (tests/fleet.py), 300 hosts, fanout
                 100, every tool through the same ssh config
+  auth          real sshd, 300 hosts: classh with key logins vs classh -P
+                answering password prompts (root only: a test account gets a
+                password for the run); a wrong password on 100 hosts
+  persist       real sshd, 300 hosts: classh --persist, first run vs second
+                run over the same hosts (connections reused), then --close
+  api           stand-in ssh, 1,000 hosts: classh.run() vs the classh command
 
 ``--quick`` uses 1,000 / 5,000 / 50 hosts instead of 10,000 / 50,000 / 300.
 
 To keep a full run near five minutes on two cores, a peer in the stand-in
-scenarios is stopped once it has run ``--cap`` (default 3) times as long as
-xargs did (never before 15 s): its row shows a lower bound (">"), status
+scenarios is stopped once it has run ``--cap`` (default 1.5) times as long as
+xargs did (never before 10 s): its row shows a lower bound (">"), status
 CAPPED.  Such a peer loses every bar whatever its exact time.  ``--cap 0``
 lets every peer finish (about 8-10 minutes here).  classh and xargs are
 never capped; every run has a hard limit of ``--timeout`` seconds.
@@ -66,7 +72,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 PEER_PACKAGES = ["pssh", "clustershell", "pdsh", "parallel"]
 TOOLS = ["xargs", "classh", "pssh", "clush", "pdsh", "parallel"]
-SCENARIOS = ["standin-100", "standin-500", "standin-50k", "results-dir", "real-sshd"]
+SCENARIOS = ["standin-100", "standin-500", "standin-50k", "results-dir", "real-sshd",
+             "auth", "persist", "api"]
 
 
 def log(msg):
@@ -453,7 +460,7 @@ class Setup:
         self.python = classh_python()
         self._hostfiles = {}
         self.cap = 0.0      # peers in stand-in scenarios stop at cap x xargs' wall
-        self.cap_min = 15.0  # ... but never before this many seconds
+        self.cap_min = 10.0  # ... but never before this many seconds
 
     def hostfile(self, hosts, prefix="h"):
         key = (prefix, len(hosts))
@@ -613,7 +620,7 @@ def classh_has_results(setup):
     return "--results" in text
 
 
-def sc_results_dir(setup, args, nhosts, fanout):
+def sc_results_dir(setup, args, nhosts, fanout, plain=None):
     name = "results-dir"
     hosts = hosts_list(nhosts)
     hf = setup.hostfile(hosts)
@@ -625,8 +632,9 @@ def sc_results_dir(setup, args, nhosts, fanout):
         sc["skipped"] = "classh --help has no --results: -o DIR not implemented yet"
         log("  skipped: " + sc["skipped"])
         return sc
-    plain = run_tool(setup, "classh", nhosts, hf, fanout, args.timeout, name + "-plain")
-    plain["tool"] = "classh"
+    if not plain or plain.get("status") != "ok":  # else the stand-in-100 run serves
+        plain = run_tool(setup, "classh", nhosts, hf, fanout, args.timeout, name + "-plain")
+    plain = dict(plain, tool="classh")
     rdir = os.path.join(setup.tmp, "results-%d" % nhosts)
     withdir = run_tool(setup, "classh", nhosts, hf, fanout, args.timeout, name + "-o",
                        results=rdir)
@@ -692,6 +700,153 @@ def sc_real(setup, args, nhosts, fanout):
         fleet.stop()
         shutil.rmtree(fleet.workdir, ignore_errors=True)
     add_ratios(sc["rows"])
+    return sc
+
+
+def run_classh_row(setup, label, extra, hostfile, nhosts, timeout, tag, env=None, expect_rc=0):
+    """One timed classh run with ``extra`` arguments; a row like run_tool's."""
+    argv = [setup.python, CLASSH, "-q"] + extra + ["true", hostfile]
+    row = {"tool": label, "hosts": nhosts, "argv": " ".join(shlex.quote(a) for a in argv)}
+    log("  %-22s running: %s" % (label, row["argv"]))
+    m = measure(argv, env or setup.env(False), setup.tmp, tag, timeout)
+    row.update(m)
+    if m.get("status") == "ERROR":
+        return row
+    total, ok = classh_summary(m)
+    row.update(summary_hosts=total, summary_ok=ok, ok=ok)
+    good = m["rc"] == expect_rc and total == nhosts and (expect_rc != 0 or ok == nhosts)
+    row["status"] = "ok" if good and not m["timed_out"] else "FAILED"
+    if row["status"] != "ok":
+        row["note"] = "rc %s, summary %s/%s: %s" % (m["rc"], ok, total, _tail(m["stderr"]))
+    log("  %-22s %s wall %.2f s cpu %.2f s" % (label, row["status"], m["wall"], m["cpu"]))
+    return row
+
+
+def _bench_fleet(nhosts, extra=""):
+    from fleet import Fleet
+    fleet = Fleet(tempfile.mkdtemp(prefix="classh-bench-fleet-"), hosts=nhosts,
+                  extra_sshd_config=extra)
+    fleet.start()
+    return fleet
+
+
+def _drop_fleet(fleet):
+    fleet.stop()
+    shutil.rmtree(fleet.workdir, ignore_errors=True)
+
+
+def sc_auth(setup, args, nhosts, fanout):
+    """Key logins vs password logins answered by classh; a wrong password."""
+    name = "auth"
+    sc = {"name": name, "hosts": nhosts, "fanout": fanout, "rows": [],
+          "title": "real loopback sshd, %d hosts, fanout %d: key vs password (-P)" % (nhosts, fanout)}
+    log("bench: %s" % sc["title"])
+    if os.geteuid() != 0:
+        sc["skipped"] = "needs root (a password for the test account)"
+        log("  skipped: " + sc["skipped"])
+        return sc
+    from fleet import TEST_USER
+    password = "bench-%d" % os.getpid()
+    fleet = _bench_fleet(nhosts, "PasswordAuthentication yes\n")
+    try:
+        subprocess.run(["chpasswd", "-c", "SHA512"], check=True,
+                       input=("%s:%s\n" % (TEST_USER, password)).encode())
+        text = open(fleet.ssh_config).read()
+        text = re.sub(r"(?m)^\s*IdentityFile .*\n", "", text).replace(
+            "PasswordAuthentication no", "PasswordAuthentication yes\n    PubkeyAuthentication no")
+        pw_config = os.path.join(fleet.workdir, "ssh_config_password")
+        with open(pw_config, "w") as f:
+            f.write(text)
+        secret, wrong = (os.path.join(setup.tmp, n) for n in ("password", "wrong"))
+        for path, word in ((secret, password), (wrong, "not-" + password)):
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                f.write(word + "\n")
+        hf = setup.hostfile(fleet.hosts, prefix=fleet.prefix)
+        key = "--ssh=ssh -F %s" % fleet.ssh_config
+        pw = "--ssh=ssh -F %s" % pw_config
+        run_classh_row(setup, "warm-up", ["-n", str(fanout), key],
+                       setup.hostfile(fleet.hosts[:fanout], prefix="warm-a"), fanout, args.timeout,
+                       name + "-warm")
+        sc["rows"].append(run_classh_row(setup, "classh (keys)", ["-n", str(fanout), key], hf,
+                                         nhosts, args.timeout, name + "-key"))
+        sc["rows"].append(run_classh_row(setup, "classh -P (password)",
+                                         ["-n", str(fanout), pw, "--password-file", secret],
+                                         hf, nhosts, args.timeout, name + "-pw"))
+        few = fleet.hosts[:100]
+        sc["rows"].append(run_classh_row(setup, "wrong password, %d hosts" % len(few),
+                                         ["-n", "100", pw, "--password-file", wrong],
+                                         setup.hostfile(few, prefix="wrong-" + fleet.prefix),
+                                         len(few), args.timeout, name + "-wrong", expect_rc=4))
+    finally:
+        subprocess.run(["usermod", "-p", "*", TEST_USER], check=False)
+        _drop_fleet(fleet)
+    key_row, pw_row = sc["rows"][0], sc["rows"][1]
+    if key_row.get("wall") and pw_row.get("wall"):
+        sc["ratio_label"] = "password / keys"
+        sc["ratio_value"] = pw_row["wall"] / key_row["wall"]
+    return sc
+
+
+def sc_persist(setup, args, nhosts, fanout):
+    """classh --persist: the first run makes masters, the second reuses them."""
+    name = "persist"
+    sc = {"name": name, "hosts": nhosts, "fanout": fanout, "rows": [],
+          "title": "real loopback sshd, %d hosts, fanout %d: --persist, first vs second run"
+                   % (nhosts, fanout)}
+    log("bench: %s" % sc["title"])
+    fleet = _bench_fleet(nhosts)
+    try:
+        hf = setup.hostfile(fleet.hosts, prefix=fleet.prefix)
+        ssh = "--ssh=ssh -F %s" % fleet.ssh_config
+        for label in ("first run (new masters)", "second run (reused)"):
+            sc["rows"].append(run_classh_row(setup, label, ["-n", str(fanout), ssh, "--persist=120"],
+                                             hf, nhosts, args.timeout, name + "-" + label[:5]))
+    finally:
+        subprocess.run([setup.python, CLASSH, "--ssh", "ssh -F %s" % fleet.ssh_config, "--close",
+                        hf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        _drop_fleet(fleet)
+    first, second = sc["rows"]
+    if first.get("wall") and second.get("wall"):
+        sc["ratio_label"] = "first / second"
+        sc["ratio_value"] = first["wall"] / second["wall"]
+    return sc
+
+
+API_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import classh
+hosts = [line.strip() for line in open(sys.argv[3]) if line.strip()]
+results = classh.run(hosts, "true", classh.Options(ssh=sys.argv[2], numjobs=int(sys.argv[4])))
+ok = sum(1 for r in results.values() if not isinstance(r, classh.Error) and r[0] == 0)
+sys.stderr.write("classh: %d hosts in 0.0 s: %d ok\\n" % (len(results), ok))
+"""
+
+
+def sc_api(setup, args, nhosts, fanout):
+    """classh.run() from Python vs the classh command, same hosts and fanout."""
+    name = "api"
+    sc = {"name": name, "hosts": nhosts, "fanout": fanout, "rows": [],
+          "title": "stand-in ssh, %d hosts, fanout %d: classh.run() vs the CLI" % (nhosts, fanout)}
+    log("bench: %s" % sc["title"])
+    hf = setup.hostfile(hosts_list(nhosts))
+    sc["rows"].append(run_classh_row(setup, "classh (CLI)", ["-n", str(fanout), "--ssh", setup.standin],
+                                     hf, nhosts, args.timeout, name + "-cli"))
+    argv = [setup.python, "-c", API_SCRIPT, os.path.join(ROOT, "lib"), setup.standin, hf, str(fanout)]
+    row = {"tool": "classh.run() (API)", "hosts": nhosts, "argv": "python -c <classh.run script>"}
+    m = measure(argv, setup.env(False), setup.tmp, name + "-api", args.timeout)
+    row.update(m)
+    total, ok = classh_summary(m)
+    row["ok"] = ok
+    row["status"] = "ok" if m.get("rc") == 0 and total == ok == nhosts else "FAILED"
+    if row["status"] != "ok":
+        row["note"] = "rc %s: %s" % (m.get("rc"), _tail(m["stderr"]))
+    log("  %-22s %s wall %.2f s" % (row["tool"], row["status"], m["wall"]))
+    sc["rows"].append(row)
+    cli, api = sc["rows"]
+    if cli.get("wall") and api.get("wall"):
+        sc["ratio_label"] = "API / CLI"
+        sc["ratio_value"] = api["wall"] / cli["wall"]
     return sc
 
 
@@ -777,6 +932,32 @@ def bars(scs, sizes):
                     "%.2f s vs %.2f s = %.2fx" % (c["wall"], x["wall"], r))
             else:
                 bar(lab, "FAIL", "classh or xargs failed")
+    ratio_bars = (
+        ("auth", "password logins <= 1.2x key logins (%d hosts)", lambda r: r <= 1.2),
+        ("persist", "--persist second run >= 8x faster than the first (%d hosts)", lambda r: r >= 8),
+        ("api", "classh.run() within 1.2x the CLI (%d hosts)", lambda r: r <= 1.2),
+    )
+    for name, text, good in ratio_bars:
+        sc = scs.get(name)
+        if not sc:
+            continue
+        label = text % sc["hosts"]
+        if sc.get("skipped"):
+            bar(label, "SKIP", sc["skipped"])
+            continue
+        failed = [r["tool"] for r in sc["rows"] if r.get("status") != "ok"]
+        r = sc.get("ratio_value")
+        if failed or r is None:
+            bar(label, "FAIL", "failed: %s" % ", ".join(failed))
+        else:
+            bar(label, "PASS" if good(r) else "FAIL", "%s = %.2fx" % (sc["ratio_label"], r))
+    wrong = next((r for r in (scs.get("auth") or {}).get("rows", [])
+                  if r["tool"].startswith("wrong password")), None)
+    if wrong:
+        ok = wrong.get("status") == "ok" and wrong["wall"] < 15
+        bar("wrong password on %d hosts: exit 4 in under 15 s" % wrong["hosts"],
+            "PASS" if ok else "FAIL",
+            "rc %s in %.2f s" % (wrong.get("rc"), wrong.get("wall") or 0))
     return out
 
 
@@ -875,6 +1056,10 @@ def render(info, scs, bar_list, order, quick):
                                                                sc.get("cpu_ratio") or 0)
             text.append(line)
             md.append("\n" + line)
+        if sc.get("ratio_value"):
+            line = "%s: %.2fx" % (sc["ratio_label"], sc["ratio_value"])
+            text.append(line)
+            md.append("\n" + line)
     text.append("")
     text.append("bars:")
     md.append("")
@@ -898,14 +1083,14 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Benchmark classh against its peers.")
     p.add_argument("--quick", action="store_true",
                    help="1,000 / 5,000 / 50 hosts instead of 10,000 / 50,000 / 300")
-    p.add_argument("--only", choices=SCENARIOS + [str(i) for i in range(1, 6)],
-                   help="run one scenario (name or number 1-5)")
+    p.add_argument("--only", choices=SCENARIOS + [str(i) for i in range(1, len(SCENARIOS) + 1)],
+                   help="run one scenario (name or number 1-%d)" % len(SCENARIOS))
     p.add_argument("--timeout", type=int, default=300,
                    help="kill any tool after SECS seconds (default 300)")
-    p.add_argument("--cap", type=float, default=3.0,
+    p.add_argument("--cap", type=float, default=1.5,
                    help="in the stand-in scenarios, stop a peer once it has run "
-                        "CAP times as long as xargs (at least 15 s) and report a lower "
-                        "bound; 0: let every peer finish (default 3)")
+                        "CAP times as long as xargs (at least 10 s) and report a lower "
+                        "bound; 0: let every peer finish (default 1.5)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     a = p.parse_args(argv)
     if a.only and a.only.isdigit():
@@ -915,8 +1100,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    sizes = ({"hosts": 1000, "big": 5000, "real": 50} if args.quick
-             else {"hosts": 10000, "big": 50000, "real": 300})
+    sizes = ({"hosts": 1000, "big": 5000, "real": 50, "api": 200} if args.quick
+             else {"hosts": 10000, "big": 50000, "real": 300, "api": 1000})
     nofile = raise_nofile()
     paths, peer_notes = ensure_peers()
     info = machine_info(paths)
@@ -942,12 +1127,19 @@ def main(argv=None):
             elif name == "standin-500":
                 scs[name] = sc_standin(setup, args, sizes["hosts"], 500, name, TOOLS)
             elif name == "standin-50k":
-                sc = sc_standin(setup, args, sizes["big"], 500, name, ["xargs", "classh"])
+                sc = sc_standin(setup, args, sizes["big"], 500, name, ["classh"])
                 scs[name] = sc
             elif name == "results-dir":
-                scs[name] = sc_results_dir(setup, args, sizes["hosts"], 100)
+                plain = _row(scs.get("standin-100"), "classh")
+                scs[name] = sc_results_dir(setup, args, sizes["hosts"], 100, plain)
             elif name == "real-sshd":
                 scs[name] = sc_real(setup, args, sizes["real"], 100)
+            elif name == "auth":
+                scs[name] = sc_auth(setup, args, sizes["real"], 100)
+            elif name == "persist":
+                scs[name] = sc_persist(setup, args, sizes["real"], 100)
+            elif name == "api":
+                scs[name] = sc_api(setup, args, sizes["api"], 100)
     except KeyboardInterrupt:
         log("bench: interrupted; writing what was measured")
     finally:
