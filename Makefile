@@ -34,7 +34,7 @@ demo: venv sshd
 	$(PY) tests/fleet.py --hosts 50 -- bash tests/demo.sh
 
 bench: venv sshd
-	$(PY) bench/bench.py
+	$(PY) bench/bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info lib/*.egg-info .pytest_cache

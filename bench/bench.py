@@ -23,7 +23,7 @@ Scenarios (one run of each tool, command ``true``, same hosts, same fanout):
 ``--quick`` uses 1,000 / 5,000 / 50 hosts instead of 10,000 / 50,000 / 300.
 
 To keep a full run near five minutes on two cores, a peer in the stand-in
-scenarios is stopped once it has run ``--cap`` (default 1.5) times as long as
+scenarios is stopped once it has run ``--cap`` (default 1.4) times as long as
 xargs did (never before 10 s): its row shows a lower bound (">"), status
 CAPPED.  Such a peer loses every bar whatever its exact time.  ``--cap 0``
 lets every peer finish (about 8-10 minutes here).  classh and xargs are
@@ -764,9 +764,6 @@ def sc_auth(setup, args, nhosts, fanout):
         hf = setup.hostfile(fleet.hosts, prefix=fleet.prefix)
         key = "--ssh=ssh -F %s" % fleet.ssh_config
         pw = "--ssh=ssh -F %s" % pw_config
-        run_classh_row(setup, "warm-up", ["-n", str(fanout), key],
-                       setup.hostfile(fleet.hosts[:fanout], prefix="warm-a"), fanout, args.timeout,
-                       name + "-warm")
         sc["rows"].append(run_classh_row(setup, "classh (keys)", ["-n", str(fanout), key], hf,
                                          nhosts, args.timeout, name + "-key"))
         sc["rows"].append(run_classh_row(setup, "classh -P (password)",
@@ -1087,10 +1084,10 @@ def parse_args(argv):
                    help="run one scenario (name or number 1-%d)" % len(SCENARIOS))
     p.add_argument("--timeout", type=int, default=300,
                    help="kill any tool after SECS seconds (default 300)")
-    p.add_argument("--cap", type=float, default=1.5,
+    p.add_argument("--cap", type=float, default=1.4,
                    help="in the stand-in scenarios, stop a peer once it has run "
                         "CAP times as long as xargs (at least 10 s) and report a lower "
-                        "bound; 0: let every peer finish (default 1.5)")
+                        "bound; 0: let every peer finish (default 1.4)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     a = p.parse_args(argv)
     if a.only and a.only.isdigit():

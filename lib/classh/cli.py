@@ -15,7 +15,7 @@ from .display import (ClassicDisplay, GatherDisplay, JsonDisplay, LinesDisplay, 
                       ProgressDisplay, SafeStream, StatusLine, summary_line, use_colour)
 from .interactive import Shell
 from .hostmode import HostRun, TargetSource, is_stream, open_stream, task_maker
-from .options import Options, OptionError, from_env, port_number, positive_int
+from .options import Options, OptionError, from_env, positive_int
 from .results import JsonFile, ResultsDir, ResultsError, prepare_results_dir
 from .routers import RouterError, Routing, make_router
 from .persist import DEFAULT_PERSIST, PersistError, control_dir, sockets_for, sweep_stale
@@ -224,8 +224,6 @@ def build_options(args: dict, environ) -> Options:
     values.update({name: value for name, value in given.items() if value is not None})
     if args["--ssh-option"]:
         values["ssh_options"] = list(args["--ssh-option"])
-    if values.get("user") is not None and (not values["user"] or values["user"].startswith("-")):
-        raise OptionError("bad user name %r" % values["user"])
     values["expand"] = not args["--noexpand"]
     values["sudo"] = bool(args["--sudo"] or args["--sudo-user"])
     values["accept_new_hostkeys"] = args["--accept-new-hostkeys"]
@@ -234,8 +232,6 @@ def build_options(args: dict, environ) -> Options:
         values["persist"] = positive_int("--persist", args["--persist"])
     if args["--max-hosts"] is not None:
         values["max_hosts"] = positive_int("--max-hosts", args["--max-hosts"])
-    if values.get("port") is not None:
-        values["port"] = port_number(values["port"])
     return Options(**values)
 
 

@@ -67,10 +67,11 @@ class Options:
             self.ssh_options = split_ssh_options(self.ssh_options)
         if isinstance(self.input, str):
             self.input = self.input.encode()
+        for what, name in (("user", self.user), ("sudo user", self.sudo_user)):
+            if name is not None and (not _NAME.fullmatch(name) or name.startswith("-")):
+                raise OptionError("bad %s %r" % (what, name))
         if self.sudo_user is not None:
             self.sudo = True
-            if not _NAME.fullmatch(self.sudo_user) or self.sudo_user.startswith("-"):
-                raise OptionError("bad sudo user %r" % (self.sudo_user,))
         if self.password is not None and ("\n" in self.password or "\r" in self.password):
             raise OptionError("a password cannot hold a line break")
 
