@@ -88,3 +88,12 @@ def standin():
         merged.update(env or {})
         return run_classh(args, env=merged, **kwargs)
     return run
+
+
+@pytest.fixture
+def remote_dir():
+    """A fresh directory the fleet's login account may write: the 'remote' side is this machine."""
+    path = tempfile.mkdtemp(prefix="classh-remote-")
+    os.chmod(path, 0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,12 +1,8 @@
 """The Python API against a real sshd: run, call, copy, slurp, SSHJobMan, Options, Error."""
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
-import time
 
 import pytest
 
@@ -19,13 +15,6 @@ def opts(fleet):
     return classh.Options(ssh=fleet.ssh_command, timeout=30)
 
 
-@pytest.fixture
-def remote_dir():
-    """A directory the fleet's login account can write (the 'remote' side is this machine)."""
-    path = tempfile.mkdtemp(prefix="classh-api-")
-    os.chmod(path, 0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_run_returns_rc_out_err_and_errors_only_for_ssh_trouble(opts):

@@ -1,20 +1,11 @@
 """classh --copy, --slurp, --persist and --close through the command line, against a real sshd."""
 import json
 import os
-import shutil
-import tempfile
 
-import pytest
 
 from classh.persist import control_dir
 
 
-@pytest.fixture
-def remote_dir():
-    path = tempfile.mkdtemp(prefix="classh-modes-")
-    os.chmod(path, 0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_copy_to_every_host_with_progress_and_routers(classh, remote_dir, tmp_path):

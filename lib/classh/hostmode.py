@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
-from .loop import EventLoop
+from .loop import EventLoop, read_ready
 from .options import Options
 from .prompts import HostAuth, SudoWrapper
 from .results import Record, Tally
@@ -134,12 +134,9 @@ class TargetSource:
         """Nothing to do: host mode never requeues."""
 
     def _read(self, fd: int) -> None:
-        try:
-            data = os.read(fd, READ_SIZE)
-        except BlockingIOError:
+        data = read_ready(fd, READ_SIZE)
+        if data is None:
             return
-        except OSError:
-            data = b""
         text = self._partial.pop(fd, b"") + data
         if data:
             text, _, rest = text.rpartition(b"\n")

@@ -20,11 +20,22 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["EventLoop", "Timer"]
+__all__ = ["EventLoop", "Timer", "read_ready"]
 
 POLL_INTERVAL = 0.05
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
+
+
+def read_ready(fd: int, size: int = 65536) -> Optional[bytes]:
+    """Read what a non-blocking ``fd`` has: None when nothing is there yet,
+    ``b""`` at the end (a read error counts as the end: EIO from a closed pty)."""
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
 
 
 class Timer:

@@ -9,7 +9,6 @@ stdout and stderr stay on their pipes.
 """
 from __future__ import annotations
 
-import errno
 import os
 import resource
 import shutil

@@ -17,10 +17,10 @@ import errno
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
-from .loop import EventLoop, Timer
+from .loop import EventLoop, Timer, read_ready
 from .results import Capture, Record
 from .spawn import SpawnError, kill_group, live_groups, seal_inherited_fds, spawn
 
@@ -244,12 +244,9 @@ class Supervisor:
         auth = task.auth if stream == 2 and task.auth and task.auth.uses_stdin else None
 
         def read() -> None:
-            try:
-                data = os.read(fd, READ_SIZE)
-            except BlockingIOError:
+            data = read_ready(fd, READ_SIZE)
+            if data is None:
                 return
-            except OSError:
-                data = b""
             if not data:
                 self._close_stream(child, fd)
                 return
