@@ -228,3 +228,19 @@ def _tree(root):
         found.append(pid)
         todo += [child for child, parent in parents.items() if parent == pid]
     return found
+
+
+def test_sudo_copy_into_a_root_only_directory(pwfleet, secret_file, tmp_path):
+    root_only = tempfile.mkdtemp(prefix="classh-rootonly-")  # 0700, owned by root
+    src = tmp_path / "motd"
+    src.write_text("welcome\n")
+    try:
+        r = run(pwfleet, "key", ["--password-file", secret_file(PASSWORD), "--sudo", "--copy", str(src),
+                                 "--dest", root_only + "/{host}/", "node1,node2"])
+        assert r.returncode == 0, r.out + r.err
+        for host in ("node1", "node2"):
+            path = os.path.join(root_only, host, "motd")
+            assert open(path).read() == "welcome\n"
+            assert os.stat(path).st_uid == 0
+    finally:
+        shutil.rmtree(root_only, ignore_errors=True)

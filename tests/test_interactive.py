@@ -65,3 +65,11 @@ def test_terminal_shell_prompt_and_ctrl_c_cancels_only_the_line(fleet):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 130  # the last line run was interrupted
+
+
+def test_options_that_make_no_sense_in_the_shell_are_refused(fleet):
+    r = subprocess.run([sys.executable, CLASSH, "-i", "-o", "/tmp/x", "--format", "json", "node1"],
+                       input=b"", env=base_env({"CLASSH_SSH": fleet.ssh_command}), capture_output=True,
+                       timeout=60)
+    assert r.returncode == 2
+    assert b"--results, --format" in r.stderr and len(r.stderr.splitlines()) == 1

@@ -215,7 +215,7 @@ def test_next_stage_starts_before_this_stage_ends(classh, tmp_path):
     stage1_json = tmp_path / "stage1.json"
     stage2 = "%s %s --format json 'echo two' /dev/stdin > %s" % (sys.executable, CLASSH, stage2_json)
     r = classh("-q", "--json", str(stage1_json), "-S", stage2,
-               "case {host} in node1) true;; *) sleep 4;; esac", "node[1-2]")
+               "case {host} in node1) true;; *) sleep 6;; esac", "node[1-2]")
     assert r.rc == 0, r
     stage1 = load_results(str(stage1_json))
     stage2_records = [json.loads(line) for line in stage2_json.read_text().splitlines()]

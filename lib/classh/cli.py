@@ -423,8 +423,16 @@ def target_source(args: dict, environ, options: Options, command: Optional[str])
     return TargetSource(targets, task_maker(command, options), streams, resolver), targets
 
 
+_NOT_INTERACTIVE = ("--results", "--json", "--format", "--quiet", "--progress", "--status",
+                    "--resume", "--overwrite", "--success", "--failure")
+
+
 def interactive(args: dict, environ, options: Options) -> int:
     """``classh -i``: the shell over the targets."""
+    given = [name for name in _NOT_INTERACTIVE if args[name]]
+    if given:
+        raise UsageError("-i shows every result gathered and saves none: %s cannot be used with it"
+                         % ", ".join(given))
     targets = resolve(target_args(args, environ), args["--exclude"],
                       expand=options.expand, max_hosts=options.max_hosts)
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
