@@ -343,7 +343,7 @@ def run(argv: List[str], environ=None) -> int:
     if args["--close"]:
         return close_connections(args, environ, options)
     command, transfer_sinks, options = mode_command(args, argv, options)
-    source, targets = target_source(args, environ, options, command)
+    source = target_source(args, environ, options, command)
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
     observers = (transfer_sinks + result_sinks(args, options, source, out)
                  + displays(args, out, err, source))
@@ -420,7 +420,7 @@ def target_source(args: dict, environ, options: Options, command: Optional[str])
     if streamed:
         resolver = Resolver(args["--exclude"], options.expand, options.max_hosts, seen=targets)
         streams = {open_stream(path): path for path in dict.fromkeys(streamed)}
-    return TargetSource(targets, task_maker(command, options), streams, resolver), targets
+    return TargetSource(targets, task_maker(command, options), streams, resolver)
 
 
 _NOT_INTERACTIVE = ("--results", "--json", "--format", "--quiet", "--progress", "--status",
