@@ -351,3 +351,35 @@ def test_no_color_empty_means_colour_allowed():
     finally:
         _os.close(master)
         _os.close(slave)
+
+
+def test_missing_password_file_is_a_usage_error(standin, tmp_path):
+    r = standin("--password-file", str(tmp_path / "nope"), "true", "h1")
+    assert r.rc == 2 and "nope" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_ask_for_a_password_without_a_terminal_is_refused(standin):
+    # run_classh starts classh without a controlling terminal only under setsid
+    import subprocess as sp
+    from conftest import STANDIN
+    proc = sp.run([sys.executable, CLASSH, "-P", "true", "h1"], env=base_env({"CLASSH_SSH": STANDIN}),
+                  stdin=sp.DEVNULL, capture_output=True, start_new_session=True, timeout=30)
+    assert proc.returncode == 2
+    assert b"-P needs a terminal" in proc.stderr
+
+
+def test_bad_line_in_a_streamed_host_file_is_reported_and_the_rest_runs(standin):
+    r = standin("--format", "lines", "echo ran", "/dev/stdin", input=b"h1\nbad;host\nh2\n")
+    assert r.rc == 2, r
+    assert sorted(r.out.splitlines()) == ["h1: ran", "h2: ran"]
+    assert "/dev/stdin:2:" in r.err and "bad;host" in r.err
+
+
+def test_control_directory_open_to_others_is_refused(tmp_path):
+    from classh.persist import PersistError, control_dir
+    (tmp_path / "classh").mkdir(mode=0o755)
+    os.chmod(tmp_path / "classh", 0o755)
+    with pytest.raises(PersistError, match="0700"):
+        control_dir({"XDG_RUNTIME_DIR": str(tmp_path)})
+    os.chmod(tmp_path / "classh", 0o700)
+    assert control_dir({"XDG_RUNTIME_DIR": str(tmp_path)}) == str(tmp_path / "classh")
