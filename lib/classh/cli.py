@@ -43,7 +43,8 @@ Usage:
 
 Targets:
   A TARGET is [user@]name[:port], or several separated by commas, or a host
-  file (any argument holding a '/'): one pattern a line, '#' comments.
+  file (an argument with a '/' outside brackets): one pattern a line, '#'
+  comments; a pipe such as /dev/stdin is read as lines arrive.
   Names expand ranges: n[1-40,45]  n[01-10]  rack[1-2]n[1-4]  n[1-10/2].
   With no TARGET, the hosts in $CLASSH_HOSTS are used.
 
