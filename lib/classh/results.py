@@ -255,14 +255,6 @@ def ret_text(record: Record) -> bytes:
     return describe_exit(record).encode() + b"\n"
 
 
-def _write_file(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
 def prepare_results_dir(directory: str, resume: bool = False, overwrite: bool = False) -> set:
     """Create or check ``directory``; return the hosts to skip (``--resume``: those whose .ret is 0).
 
@@ -328,17 +320,22 @@ class ResultsDir:
             _write_all(self._open[task.key][fd], data)
 
     def finished(self, task, record: Record) -> None:
-        """Close the output files, write .ret (atomically) and the summary line."""
+        """Close the output files, write .ret and the summary line.
+
+        .ret is written last, in one small write: a run killed in between
+        leaves it missing or empty, never ``0``, so ``--resume`` reruns the host.
+        """
         host = record.host
         files = self._open.pop(host, None)
         if files is None:  # never started (classh could not spawn ssh)
             files = {1: self._create(host, ".out"), 2: self._create(host, ".err")}
         for fd in files.values():
             os.close(fd)
-        final = result_path(self.directory, host, ".ret")
-        partial = final + ".partial"
-        _write_file(partial, ret_text(record))
-        os.replace(partial, final)
+        ret = self._create(host, ".ret")
+        try:
+            _write_all(ret, ret_text(record))
+        finally:
+            os.close(ret)
         _write_all(self._summary, json_line(record, with_output=False))
 
     def close(self) -> None:
