@@ -946,3 +946,11 @@ def test_run_ends_once_the_timed_out_group_is_gone_not_after_kill_grace():
     obs, _, _, elapsed = run_tasks([sh("t", script, timeout=0.3)], kill_grace=5)
     assert obs.records["t"].timed_out
     assert elapsed < 2, elapsed
+
+
+def test_stderr_held_back_as_a_possible_sudo_marker_is_kept_at_the_end():
+    from classh.prompts import HostAuth, SudoWrapper
+    auth = HostAuth(None, tty=False, sudo=SudoWrapper())
+    task = Task("s", ["/bin/sh", "-c", "printf 'plain [' >&2"], auth=auth)
+    obs, _, _, _ = run_tasks([task])
+    assert obs.records["s"].stderr == b"plain ["

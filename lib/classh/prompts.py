@@ -187,6 +187,10 @@ class HostAuth:
         """Answer what the terminal asks; a failure reason or None."""
         return self._prompter.readable()
 
+    def stderr_end(self) -> bytes:
+        """At the end of stderr: the bytes held back as the possible start of a marker."""
+        return self._sudo.flush() if self._sudo else b""
+
     def stderr(self, data: bytes) -> Tuple[bytes, bytes, bool, Optional[str]]:
         """Follow sudo on stderr: (clean data, bytes for stdin, input may start, failure)."""
         if self._sudo is None:

@@ -243,20 +243,22 @@ class Supervisor:
         task = child.task
         auth = task.auth if stream == 2 and task.auth and task.auth.uses_stdin else None
 
+        def deliver(data: bytes) -> None:
+            if data:
+                capture.write(data)
+                for hook in output_hooks:
+                    hook(task, stream, data)
+
         def read() -> None:
             data = read_ready(fd, READ_SIZE)
             if data is None:
                 return
             if not data:
+                if auth is not None:
+                    deliver(auth.stderr_end())  # what was held back as a possible marker
                 self._close_stream(child, fd)
                 return
-            if auth is not None:
-                data = self._follow_sudo(child, auth, data)
-                if not data:
-                    return
-            capture.write(data)
-            for hook in output_hooks:
-                hook(task, stream, data)
+            deliver(self._follow_sudo(child, auth, data) if auth is not None else data)
 
         return read
 
