@@ -12,7 +12,8 @@ from docopt import DocoptExit, docopt
 
 from . import __version__
 from .display import (ClassicDisplay, GatherDisplay, JsonDisplay, LinesDisplay, Palette,
-                      ProgressDisplay, SafeStream, StatusLine, summary_line, use_colour)
+                      ProgressDisplay, SafeStream, StatusLine, is_terminal, summary_line,
+                      use_colour)
 from .interactive import Shell
 from .hostmode import HostRun, TargetSource, is_stream, open_stream, task_maker
 from .options import Options, OptionError, from_env, positive_int
@@ -276,7 +277,7 @@ def displays(args: dict, out: SafeStream, err: SafeStream, source: TargetSource)
     observers = []
     if args["--status"]:
         total = None if source.streams else len(source.queue)
-        observers.append(StatusLine(err, total, enabled=_is_terminal(sys.stderr)))
+        observers.append(StatusLine(err, total, enabled=is_terminal(sys.stderr)))
     if args["--progress"]:
         observers.append(ProgressDisplay(err))
     if args["--quiet"] or (args["--progress"] and fmt is None):
@@ -292,13 +293,6 @@ def displays(args: dict, out: SafeStream, err: SafeStream, source: TargetSource)
         width = min(40, max((len(t.label) for t in source.queue), default=0))
         observers.append(ClassicDisplay(out, width, palette))
     return observers
-
-
-def _is_terminal(stream) -> bool:
-    try:
-        return os.isatty(stream.fileno())
-    except (AttributeError, OSError, ValueError):
-        return False
 
 
 def result_sinks(args: dict, options: Options, source: TargetSource, out: SafeStream) -> list:
@@ -437,7 +431,7 @@ def interactive(args: dict, environ, options: Options) -> int:
     targets = resolve(target_args(args, environ), args["--exclude"],
                       expand=options.expand, max_hosts=options.max_hosts)
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
-    on_terminal = _is_terminal(sys.stdin)
+    on_terminal = is_terminal(sys.stdin)
     if on_terminal:
         try:
             import readline  # noqa: F401 - line editing and history for input()

@@ -16,21 +16,24 @@ from .targets import fold
 
 __all__ = [
     "SafeStream", "Palette", "ClassicDisplay", "LinesDisplay", "ProgressDisplay",
-    "JsonDisplay", "GatherDisplay", "StatusLine", "summary_line", "use_colour",
+    "JsonDisplay", "GatherDisplay", "StatusLine", "summary_line", "use_colour", "is_terminal",
 ]
 
 _COLOURS = {OK: "32", FAILED: "31", SSH_ERROR: "35", TIMEOUT: "33", KILLED: "33"}
 
 
-def use_colour(stream, environ=None) -> bool:
-    """Colour only on a terminal, and never when ``NO_COLOR`` is set (non-empty)."""
-    environ = os.environ if environ is None else environ
-    if environ.get("NO_COLOR"):
-        return False
+def is_terminal(stream) -> bool:
+    """True when ``stream`` (a file object) is a terminal."""
     try:
         return os.isatty(stream.fileno())
     except (AttributeError, OSError, ValueError):
         return False
+
+
+def use_colour(stream, environ=None) -> bool:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set (non-empty)."""
+    environ = os.environ if environ is None else environ
+    return not environ.get("NO_COLOR") and is_terminal(stream)
 
 
 class Palette:
@@ -64,10 +67,6 @@ class SafeStream:
         except BrokenPipeError:
             self.broken = True
             _detach_broken(self.raw)
-
-    def flush(self) -> None:
-        """Flush pending bytes, ignoring a vanished reader."""
-        self.write(b"", flush=True)
 
 
 def _detach_broken(raw) -> None:

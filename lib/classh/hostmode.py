@@ -44,10 +44,9 @@ class RunSummary:
         return self.tally.exit_status()
 
 
-def task_maker(command: Optional[str], options: Options,
-               ssh: Optional[SshCommand] = None) -> Callable[[Target], Task]:
+def task_maker(command: Optional[str], options: Options) -> Callable[[Target], Task]:
     """A function making the task that runs ``command`` on one target over ssh."""
-    ssh = ssh or SshCommand(options, batch=options.password is None)
+    ssh = SshCommand(options)
     env = dict(os.environ)  # one plain copy for every child
     sudo = SudoWrapper(options.sudo_user) if options.sudo else None
     if sudo is not None and command is not None:

@@ -31,7 +31,7 @@ class SshCommand:
     first value it sees for each keyword.
     """
 
-    def __init__(self, options: Options, batch: bool = True):
+    def __init__(self, options: Options):
         try:
             words = shlex.split(options.ssh)
         except ValueError as exc:
@@ -42,15 +42,16 @@ class SshCommand:
         if path is None:
             raise SshConfigError("ssh command not found: %r" % words[0])
         self.options = options
-        self.base: List[str] = [path] + words[1:] + self._option_args(options, batch)
+        self.base: List[str] = [path] + words[1:] + self._option_args(options)
 
     @staticmethod
-    def _option_args(options: Options, batch: bool) -> List[str]:
+    def _option_args(options: Options) -> List[str]:
         defaults = []
         if options.connect_timeout:
             defaults.append("ConnectTimeout=%d" % max(1, round(options.connect_timeout)))
-        # With a password to give, prompts must be allowed even if a config says otherwise.
-        defaults.append("BatchMode=yes" if batch else "BatchMode=no")
+        # Without a password nothing may prompt; with one, prompts must be allowed
+        # even if a config says otherwise.
+        defaults.append("BatchMode=yes" if options.password is None else "BatchMode=no")
         if options.accept_new_hostkeys:
             defaults.append("StrictHostKeyChecking=accept-new")
         if options.persist:

@@ -137,10 +137,6 @@ class Supervisor:
         """Number of children running now."""
         return len(self._running)
 
-    def running_tasks(self) -> List[Task]:
-        """The tasks running now."""
-        return [child.task for child in self._running.values()]
-
     def run(self, source) -> None:
         """Run every task ``source`` hands out; return when all have finished."""
         self.start(source)
