@@ -37,6 +37,8 @@ class Options:
     ``password`` answers ssh's password and passphrase prompts (and sudo's,
     with ``sudo``/``sudo_user``); it is never shown in the repr. ``persist``
     keeps one ssh master connection per host that many seconds for later runs.
+    ``raw`` sends the command exactly as given (no watchdog wrapper: targets
+    without a POSIX ``sh``).
     """
 
     numjobs: int = 100
@@ -56,6 +58,7 @@ class Options:
     sudo_user: Optional[str] = None
     persist: Optional[int] = None
     kill_grace: float = 2.0
+    raw: bool = False
 
     def __post_init__(self):
         self.numjobs = positive_int("numjobs", self.numjobs)
