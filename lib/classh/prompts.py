@@ -50,7 +50,8 @@ class Prompter:
 
     def attach(self, fd: int) -> None:
         """Start watching the master side ``fd`` of the child's terminal."""
-        self._tty = fdspawn(fd, timeout=0, encoding=None)
+        # use_poll: pexpect's default select() fails on descriptors above 1024.
+        self._tty = fdspawn(fd, timeout=0, encoding=None, use_poll=True)
         self._tty.delaybeforesend = None
         self._tty.delayafterclose = 0
         self._tty.delayafterterminate = 0
