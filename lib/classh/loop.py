@@ -5,6 +5,13 @@ is ready, a timer is due, or a signal arrives (``signal.set_wakeup_fd`` writes
 to a pipe the selector watches). It reaps only the pids it was asked to watch,
 so other children of the program (a caller's own subprocesses) are left alone.
 
+The process has one wakeup fd and one handler per signal, but a program may
+drive several loops at once (two ``SSHJobMan`` polled in turn): a module-wide
+hub owns the wakeup pipe and the handlers while any loop is open, tells every
+open loop that children may have exited, hands each caught signal to the
+newest loop that asked for it, and restores the program's own settings when
+the last loop closes, in whatever order loops close.
+
 Signal handlers can only be installed from the main thread. Elsewhere (the
 Python API called from a worker thread) the loop falls back to checking its
 children every ``POLL_INTERVAL`` seconds.
@@ -54,6 +61,83 @@ class Timer:
         self.loop.cancel(self)
 
 
+class _SignalHub:
+    """The process's SIGCHLD wakeup pipe and signal handlers, shared by every open loop."""
+
+    def __init__(self):
+        self.loops: List["EventLoop"] = []
+        self.read_fd = self.write_fd = None
+        self._saved_wakeup = -1
+        self._saved: Dict[int, object] = {}
+        self._wanted: Dict[int, List["EventLoop"]] = {}
+
+    def join(self, loop: "EventLoop") -> int:
+        """Register ``loop`` (installing the wakeup pipe if it is the first); return the fd to watch."""
+        if not self.loops:
+            self.read_fd, self.write_fd = os.pipe()
+            os.set_blocking(self.read_fd, False)
+            os.set_blocking(self.write_fd, False)
+            self._saved_wakeup = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+            self._saved[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, _ignore_signal)
+        self.loops.append(loop)
+        return self.read_fd
+
+    def leave(self, loop: "EventLoop") -> None:
+        """Unregister ``loop``; the last one out restores the program's signal settings."""
+        if loop not in self.loops:
+            return
+        self.loops.remove(loop)
+        for signum in list(self._wanted):
+            self.release(signum, loop)
+        if self.loops:
+            return
+        signal.set_wakeup_fd(self._saved_wakeup)
+        signal.signal(signal.SIGCHLD, self._saved.pop(signal.SIGCHLD))
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+        self.read_fd = self.write_fd = None
+
+    def drain(self) -> None:
+        """Empty the wakeup pipe; every open loop then looks for exited children."""
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        for loop in self.loops:
+            loop.children_may_have_exited = True
+
+    def want(self, signum: int, loop: "EventLoop") -> None:
+        """Deliver ``signum`` to ``loop`` (the newest loop asking for a signal gets it)."""
+        loops = self._wanted.setdefault(signum, [])
+        if not loops:
+            self._saved[signum] = signal.signal(signum, self._deliver)
+        if loop not in loops:
+            loops.append(loop)
+
+    def release(self, signum: int, loop: "EventLoop") -> None:
+        """Stop delivering ``signum`` to ``loop``; restore the handler when nobody wants it."""
+        loops = self._wanted.get(signum)
+        if not loops or loop not in loops:
+            return
+        loops.remove(loop)
+        if not loops:
+            del self._wanted[signum]
+            signal.signal(signum, self._saved.pop(signum))
+
+    def saved_handler(self, signum: int):
+        """The handler the program had for ``signum`` before any loop took it."""
+        return self._saved.get(signum, signal.getsignal(signum))
+
+    def _deliver(self, signum, frame) -> None:
+        loops = self._wanted.get(signum)
+        if loops:
+            loops[-1].pending_signals.append(signum)
+
+
+_HUB = _SignalHub()
+
+
 class _FdHandlers:
     __slots__ = ("reader", "writer")
 
@@ -76,10 +160,9 @@ class EventLoop:
         self._seq = itertools.count()
         self._children: Dict[int, Callable[[int], None]] = {}
         self._signal_handlers: Dict[int, Callable[[int], None]] = {}
-        self._pending_signals: List[int] = []
-        self._saved: Dict[int, object] = {}
-        self._saved_wakeup: Optional[int] = None
-        self._wake_r = self._wake_w = None
+        self.pending_signals: List[int] = []
+        self.children_may_have_exited = False
+        self._wake_fd: Optional[int] = None
         self._polling = True
 
     # -- set-up --------------------------------------------------------
@@ -91,28 +174,20 @@ class EventLoop:
         self.close()
 
     def open(self) -> None:
-        """Install the SIGCHLD wakeup (main thread only; else fall back to polling)."""
+        """Join the SIGCHLD wakeup (main thread only; else fall back to polling)."""
         if threading.current_thread() is not threading.main_thread():
             return
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._saved_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        self._saved[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, _ignore_signal)
-        self.add_reader(self._wake_r, self._on_wakeup)
+        self._wake_fd = _HUB.join(self)
+        self.add_reader(self._wake_fd, self._on_wakeup)
         self._polling = False
 
     def close(self) -> None:
-        """Restore signal handlers and close the loop's own fds."""
-        for signum, previous in self._saved.items():
-            signal.signal(signum, previous)
-        self._saved.clear()
-        if self._wake_r is not None:
-            signal.set_wakeup_fd(self._saved_wakeup if self._saved_wakeup is not None else -1)
-            self.remove_reader(self._wake_r)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._wake_r = self._wake_w = None
+        """Give back the signals this loop took and close its selector."""
+        if self._wake_fd is not None:
+            self.remove_reader(self._wake_fd)
+            _HUB.leave(self)
+            self._wake_fd = None
+        self._signal_handlers.clear()
         self._selector.close()
 
     def on_signal(self, signum: int, callback: Callable[[int], None]) -> bool:
@@ -123,12 +198,18 @@ class EventLoop:
         if self._polling:
             return False
         self._signal_handlers[signum] = callback
-        if signum not in self._saved:
-            self._saved[signum] = signal.signal(signum, self._record_signal)
+        _HUB.want(signum, self)
         return True
 
-    def _record_signal(self, signum, frame) -> None:
-        self._pending_signals.append(signum)
+    def release_signal(self, signum: int) -> None:
+        """Stop handling ``signum`` here (the program's own handler is back once no loop wants it)."""
+        if self._signal_handlers.pop(signum, None) is not None:
+            _HUB.release(signum, self)
+
+    @staticmethod
+    def program_handler(signum: int):
+        """The handler the program itself has for ``signum`` (not a loop's)."""
+        return _HUB.saved_handler(signum)
 
     # -- fds -----------------------------------------------------------
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
@@ -207,29 +288,31 @@ class EventLoop:
             timeout = max(0.0, timers[0][0] - time.monotonic())
         if self._polling and self._children:
             timeout = POLL_INTERVAL if timeout is None else min(timeout, POLL_INTERVAL)
+        if self.children_may_have_exited or self.pending_signals:
+            timeout = 0.0  # another loop drained the wakeup pipe for us
         return timeout
 
     # -- children ------------------------------------------------------
-    def watch_child(self, pid: int, callback: Callable[[int], None]) -> None:
-        """Reap ``pid`` when it exits and call ``callback(wait_status)``."""
+    def watch_child(self, pid: int, callback: Callable[[Optional[int]], None]) -> None:
+        """Reap ``pid`` when it exits and call ``callback(wait_status)``.
+
+        The status is None when another part of the program reaped the child first.
+        """
         self._children[pid] = callback
 
     def _on_wakeup(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        _HUB.drain()
         self.reap()
 
     def reap(self) -> None:
         """Reap every watched child that has exited (never anyone else's)."""
+        self.children_may_have_exited = False
         children = self._children
         while children:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
-                return
+                info = -1  # no child at all: ours were reaped by someone else
             except AttributeError:  # pragma: no cover - no waitid on this platform
                 info = -1
             if info is None:
@@ -246,7 +329,7 @@ class EventLoop:
             try:
                 done, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
-                done, status = pid, 0
+                done, status = pid, None  # reaped behind our back: its status is lost
             if done:
                 self._reaped(pid, status)
 
@@ -268,10 +351,14 @@ class EventLoop:
                 handlers.writer()
         if self._polling and self._children:
             self._reap_each()
-        if self._pending_signals:
-            pending, self._pending_signals = self._pending_signals, []
+        elif self.children_may_have_exited:
+            self.reap()
+        if self.pending_signals:
+            pending, self.pending_signals = self.pending_signals, []
             for signum in pending:
-                self._signal_handlers[signum](signum)
+                handler = self._signal_handlers.get(signum)
+                if handler is not None:
+                    handler(signum)
         self._run_due_timers()
 
     def run_until(self, done: Callable[[], bool]) -> None:

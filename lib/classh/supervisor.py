@@ -34,6 +34,8 @@ READ_SIZE = 65536
 #: How often to look again at killed process groups still exiting at the end of a run.
 GROUP_RECHECK = 0.05
 _RETRYABLE = {errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
+#: The exit status of a child reaped by someone else (see EventLoop.watch_child).
+LOST = -1
 
 
 @dataclass
@@ -48,6 +50,9 @@ class Task:
     context: object = None  # the source's own data (a Target, a job...)
     attempt: int = 1
     auth: object = None  # a prompts.HostAuth when prompts must be answered
+    #: Keep a pipe to the child's stdin open until it exits, writing nothing
+    #: (``input`` must be None): the remote watchdog's sign that ssh is gone.
+    hold_stdin: bool = False
 
 
 class ListSource:
@@ -200,7 +205,8 @@ class Supervisor:
         auth = task.auth
         try:
             spawned = spawn(task.argv, env=task.env,
-                            stdin_pipe=task.input is not None or bool(auth and auth.uses_stdin),
+                            stdin_pipe=(task.input is not None or task.hold_stdin
+                                        or bool(auth and auth.uses_stdin)),
                             use_pty=bool(auth and auth.uses_tty))
         except (SpawnError, ValueError) as exc:
             if getattr(exc, "errno", None) in _RETRYABLE and self._running:
@@ -219,7 +225,9 @@ class Supervisor:
             self.loop.add_reader(fd, self._reader(child, fd, stream))
         if spawned.stdin is not None:
             child.stdin = spawned.stdin
-            if not (auth and auth.uses_stdin):  # with sudo, input waits until sudo is done
+            # held stdin is closed only when the child exits (_exited); with
+            # sudo, input waits until sudo is done
+            if not task.hold_stdin and not (auth and auth.uses_stdin):
                 self._send_input(child, task.input or b"", close=True)
         if spawned.pty is not None:
             child.tty = (spawned.pty, spawned.pty_slave)
@@ -346,8 +354,8 @@ class Supervisor:
         self._hard_kills.pop(pgid, None)
         kill_group(pgid, signal.SIGKILL)
 
-    def _exited(self, child: _Child, status: int) -> None:
-        child.exit_status = status
+    def _exited(self, child: _Child, status: Optional[int]) -> None:
+        child.exit_status = LOST if status is None else status
         child.exited_at = time.time()
         self.loop.cancel(child.timer)  # it ended in time; LINGER bounds the rest
         child.timer = None
@@ -372,7 +380,9 @@ class Supervisor:
         child.fds.clear()
         record = child.record
         status = child.exit_status
-        if os.WIFSIGNALED(status):
+        if status is LOST:
+            record.error = record.error or "exit status lost: another part of the program reaped the process"
+        elif os.WIFSIGNALED(status):
             record.signal = os.WTERMSIG(status)
         else:
             record.exitcode = os.WEXITSTATUS(status)
