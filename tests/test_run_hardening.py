@@ -65,3 +65,105 @@ def test_a_child_reaped_by_someone_else_is_not_counted_as_exit_0(standin_env):
     record = job.results["h1"]
     assert record.exitcode is None and not record.ok
     assert "reaped" in record.error
+
+
+def host_run(hosts, command, observers, **options):
+    opts = Options(ssh=STANDIN, **options)
+    source = TargetSource(resolve([hosts]), task_maker(command, opts))
+    return HostRun(source, opts, observers)
+
+
+class FailingSink(Observer):
+    """Raises SinkError when a given host produces output or finishes."""
+
+    def __init__(self, host, when, run_wide=False):
+        self.host, self.when, self.run_wide = host, when, run_wide
+        self.records = {}
+        self.closed = False
+
+    def _maybe_fail(self, task, moment):
+        if task.key == self.host and moment == self.when:
+            raise SinkError("/results/%s.out" % task.key, OSError(28, "No space left on device"),
+                            host=None if self.run_wide else task.key)
+
+    def output(self, task, fd, data):
+        self._maybe_fail(task, "output")
+
+    def finished(self, task, record):
+        self.records[record.host] = record
+        self._maybe_fail(task, "finished")
+
+    def close(self):
+        self.closed = True
+
+
+def signal_state():
+    wakeup = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup)
+    return (wakeup, signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM),
+            signal.getsignal(signal.SIGCHLD))
+
+
+def assert_no_children_left():
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_a_host_whose_file_fails_is_failed_and_the_others_run_to_the_end():
+    before = signal_state()
+    sink = FailingSink("h2", "output")
+    summary = host_run("h[1-4]", "echo out-{host}; sleep 0.3; echo more", [sink]).run()
+    assert signal_state() == before
+    assert sorted(sink.records) == ["h1", "h2", "h3", "h4"]
+    assert all(sink.records[h].ok for h in ("h1", "h3", "h4"))
+    failed = sink.records["h2"]
+    assert not failed.ok and "No space left on device" in failed.error
+    assert summary.sink_errors == ["cannot write /results/h2.out: No space left on device"]
+    assert summary.exit_status == 1
+    assert_no_children_left()
+
+
+def test_a_failure_of_what_every_host_needs_ends_the_run_cleanly():
+    before = signal_state()
+    sink = FailingSink("h1", "finished", run_wide=True)
+    other = FailingSink(None, None)  # records what the rest of the run delivers
+    started = time.monotonic()
+    summary = host_run("h1,h[2-6]", "[ {host} = h1 ] || sleep 30", [sink, other], numjobs=6).run()
+    assert time.monotonic() - started < 10
+    assert signal_state() == before
+    assert summary.fatal == "cannot write /results/h1.out: No space left on device"
+    assert summary.exit_status == 1
+    assert other.records["h1"].ok  # what finished before is kept
+    assert all(not other.records[h].ok for h in other.records if h != "h1")
+    assert sink.closed and other.closed
+    assert_no_children_left()
+
+
+def test_a_bug_in_an_observer_still_restores_signals_and_leaves_no_child():
+    class Broken(Observer):
+        def output(self, task, fd, data):
+            raise RuntimeError("bug")
+
+    before = signal_state()
+    with pytest.raises(RuntimeError):
+        host_run("h[1-3]", "echo x; sleep 30", [Broken()]).run()
+    assert signal_state() == before
+    assert_no_children_left()
+
+
+def test_one_input_buffer_is_shared_by_every_host():
+    script = textwrap.dedent("""
+        import resource, sys
+        sys.path.insert(0, %r)
+        import classh
+        data = b"x" * (20 << 20)
+        results = classh.run("h[1-10]", "sleep 1; cat >/dev/null; echo done",
+                             classh.Options(ssh=%r, input=data, numjobs=10))
+        assert all(r == (0, "done\\n", "") for r in results.values()), results
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    """) % (os.path.join(ROOT, "lib"), STANDIN)
+    proc = subprocess.run([sys.executable, "-c", script], env=base_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    peak_mb = int(proc.stdout.split()[-1])
+    assert peak_mb < 120, "peak RSS %d MB: the 20 MB input was copied per host" % peak_mb

@@ -20,6 +20,7 @@ import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .hostmode import HostRun, TargetSource, task_maker
+from .observers import Observer
 from .options import Options, from_env
 from .results import (FAILED, OK, Record, ResultsDir, load_results, prepare_results_dir)
 from .targets import Target, resolve
@@ -93,7 +94,7 @@ def outcome(record: Record, strict: bool) -> Outcome:
     return Error(record.host, record.exitcode, record.errors, reason, record)
 
 
-class _Collector:
+class _Collector(Observer):
     def __init__(self):
         self.records: Dict[str, Record] = {}
 

@@ -12,8 +12,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 from .loop import EventLoop, read_ready
 from .options import Options
 from .prompts import HostAuth, SudoWrapper
-from .results import Record, Tally
-from .spawn import raise_fd_limit
+from .results import Record
+from .run import Run, RunSummary
 from .ssh import SshCommand
 from .supervisor import Supervisor, Task
 from .targets import Resolver, Target, TargetError, is_host_file
@@ -22,26 +22,6 @@ __all__ = ["HostRun", "RunSummary", "TargetSource", "task_maker", "is_stream", "
 
 _EXIT_ON_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 READ_SIZE = 65536
-
-
-@dataclass
-class RunSummary:
-    """What a whole run came to."""
-
-    tally: Tally
-    elapsed: float
-    interrupted_by: Optional[int] = None
-    numjobs: int = 0
-    input_errors: Sequence[str] = ()
-
-    @property
-    def exit_status(self) -> int:
-        """130/143 when interrupted; 2 when streamed targets were bad; else the records' status."""
-        if self.interrupted_by is not None:
-            return _EXIT_ON_SIGNAL.get(self.interrupted_by, 128 + self.interrupted_by)
-        if self.input_errors:
-            return 2
-        return self.tally.exit_status()
 
 
 def task_maker(command: Optional[str], options: Options) -> Callable[[Target], Task]:
@@ -161,110 +141,5 @@ class TargetSource:
         self.streams.clear()
 
 
-class _TallyObserver:
-    def __init__(self):
-        self.tally = Tally()
-
-    def finished(self, task, record: Record) -> None:
-        self.tally.add(record)
-
-
-class HostRun:
-    """Runs the tasks of ``source`` (a TargetSource, or any source with ``pending()``);
-    observers get output and records.
-
-    ``keep`` bounds the bytes of each stream kept in memory per host. With
-    ``handle_signals`` (the default, honoured in the main thread only)
-    SIGINT/SIGTERM kill every running child, record them as interrupted and
-    end the run. Observers may also have ``attach(loop)`` (called first),
-    ``close()`` (called at the end) and a ``busy`` property (the run waits
-    until it is false, e.g. a pipeline router).
-
-    :meth:`run` runs to the end; :meth:`start`, :meth:`step` and
-    :meth:`kill` let a caller drive the run bit by bit (the API's SSHJobMan).
-    """
-
-    def __init__(self, source: TargetSource, options: Options,
-                 observers: Sequence[object] = (), keep=None, handle_signals: bool = True):
-        self.source = source
-        self.options = options
-        self.observers = list(observers)
-        self.keep = keep
-        self.handle_signals = handle_signals
-        self.supervisor: Optional[Supervisor] = None
-        self.summary: Optional[RunSummary] = None
-        self._loop: Optional[EventLoop] = None
-        self._tally = _TallyObserver()
-        self._started = 0.0
-
-    def run(self) -> RunSummary:
-        """Run to the end (or until interrupted) and summarise."""
-        self.start()
-        while not self.step():
-            pass
-        return self.summary
-
-    def start(self) -> None:
-        """Start the first tasks."""
-        self._started = time.monotonic()
-        known = self.source.pending()
-        wanted = self.options.numjobs if known is None else min(self.options.numjobs, known)
-        loop = self._loop = EventLoop()
-        loop.open()
-        try:
-            self.supervisor = Supervisor(
-                loop, numjobs=raise_fd_limit(max(1, wanted)), observers=self.observers + [self._tally],
-                keep=self.keep, kill_grace=self.options.kill_grace)
-            if self.handle_signals:
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    loop.on_signal(signum, self.supervisor.interrupt)
-            for observer in self.observers:
-                if hasattr(observer, "attach"):
-                    observer.attach(loop)
-            if hasattr(self.source, "attach"):
-                self.source.attach(loop, self.supervisor)
-            self.supervisor.start(self.source)
-        except BaseException:
-            self._end()
-            raise
-
-    def step(self, timeout: Optional[float] = None) -> bool:
-        """Handle one round of events (waiting at most ``timeout`` s); True once all is over."""
-        if self.summary is not None:
-            return True
-        try:
-            if not self.supervisor.done():
-                self._loop.run_once(timeout)
-            if self.supervisor.done():
-                self._end()
-        except BaseException:
-            self.supervisor.interrupt(signal.SIGINT)
-            self.supervisor.interrupt(signal.SIGINT)  # again: SIGKILL, nothing left behind
-            self._loop.run_until(self.supervisor.done)
-            self._end()
-            raise
-        return self.summary is not None
-
-    def kill(self, key: Optional[str] = None) -> None:
-        """Kill one running task (by target label) or, with no key, end the whole run."""
-        if key is None:
-            self.supervisor.interrupt(signal.SIGTERM)
-        else:
-            self.supervisor.kill(key)
-
-    def _end(self) -> None:
-        loop = self._loop
-        try:
-            if hasattr(self.source, "close"):
-                self.source.close()
-            for observer in self.observers:
-                if hasattr(observer, "close"):
-                    observer.close()
-            loop.run_until(lambda: not any(getattr(o, "busy", False) for o in self.observers))
-        finally:
-            loop.close()
-        supervisor = self.supervisor
-        self.summary = RunSummary(
-            self._tally.tally, time.monotonic() - self._started,
-            supervisor.interrupted_by if supervisor else None,
-            supervisor.numjobs if supervisor else 0, list(getattr(self.source, "errors", ())))
+# The run driver lives in classh.run; the old name stays for a while.
+HostRun = Run

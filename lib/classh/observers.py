@@ -5,7 +5,8 @@ run driver calls, in this order: ``attach(loop)`` once before the first task,
 ``started(task)`` when a task's child is running, ``output(task, fd, data)``
 for each chunk of its stdout (fd 1) or stderr (fd 2), ``finished(task,
 record)`` with the task's final record, and ``close()`` once at the end; the
-run then waits while ``busy`` is true (a pipeline router still reading).
+run then waits while ``busy`` is true (a pipeline router still reading),
+passing any SIGINT/SIGTERM/SIGHUP to ``signal(signum)``.
 Every method of :class:`Observer` does nothing, so a sink overrides only what
 it needs.
 
@@ -47,6 +48,9 @@ class Observer:
 
     def close(self) -> None:
         """The run is over: release files, end pipelines."""
+
+    def signal(self, signum: int) -> None:
+        """``signum`` arrived while the run waits for this busy sink: pass it on."""
 
 
 class SinkError(Exception):

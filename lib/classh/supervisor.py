@@ -7,9 +7,12 @@ grace), reaps it, and hands a :class:`~classh.results.Record` to the source
 and to every observer. Sources decide what runs next: host mode hands out one
 task per target; job mode hands tasks to node slots and can requeue them.
 
-Observers are sinks (displays, result files, routers) with three optional
-methods: ``started(task)``, ``output(task, fd, data)`` (fd 1 or 2) and
-``finished(task, record)``.
+Observers follow :class:`classh.observers.Observer`. A :class:`SinkError`
+raised by one of them never breaks the run: one host's file failing fails
+that host (it is killed, its record names the error, the others go on); a
+failure of a sink every host needs ends the run cleanly (every child killed
+and reaped, finished records kept). Either way the error is kept in
+``sink_errors`` / ``fatal`` for the run's summary.
 """
 from __future__ import annotations
 
@@ -18,9 +21,11 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from collections import deque
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence
 
 from .loop import EventLoop, Timer, read_ready
+from .observers import SinkError
 from .results import Capture, Record
 from .spawn import SpawnError, kill_group, live_groups, seal_inherited_fds, spawn
 
@@ -79,27 +84,45 @@ class ListSource:
 
 
 class _Child:
-    """A running task's process and what has been read from it so far."""
+    """A running task's process and what has been read from it so far.
+
+    Its life is a small state machine:
+
+    ``RUNNING``  the process runs; stdout/stderr are read, input written, the
+                 timeout armed.
+        -> ``EXITED`` when it is reaped: stdin and the terminal are closed;
+           the pipes are read to their end (LINGER bounds a grandchild that
+           keeps them open).
+        -> ``FINISHED`` when both pipes are closed (or LINGER ran out): the
+           record is complete and published, the slot is free.
+
+    A kill (timeout, interrupt, failed login, failed sink) only signals the
+    process group; the child goes through the same states afterwards.
+    """
+
+    RUNNING, EXITED, FINISHED = "running", "exited", "finished"
 
     __slots__ = (
-        "task", "pid", "record", "fds", "captures", "stdin", "pending_input", "close_input",
-        "tty", "exit_status", "timer", "linger", "exited_at",
+        "task", "pid", "record", "state", "fds", "captures", "stdin", "pending_input",
+        "close_input", "tty", "exit_status", "timer", "linger", "exited_at", "muted",
     )
 
     def __init__(self, task: Task, pid: int, record: Record):
         self.task = task
         self.pid = pid
         self.record = record
+        self.state = self.RUNNING
         self.fds: Dict[int, int] = {}  # open parent fd -> 1 (stdout) or 2 (stderr)
         self.captures = None
         self.stdin = None
-        self.pending_input = bytearray()
+        self.pending_input: Deque[memoryview] = deque()  # views of shared bytes, never copies
         self.close_input = False
         self.tty = None  # (master, slave) of the child's terminal, when it has one
-        self.exit_status = None
+        self.exit_status: Optional[int] = None
         self.timer: Optional[Timer] = None
         self.linger: Optional[Timer] = None
         self.exited_at = 0.0
+        self.muted = False  # its own sink failed: observers get no more of its output
 
 
 class Supervisor:
@@ -124,11 +147,13 @@ class Supervisor:
         self.keep = keep if isinstance(keep, tuple) else (keep, keep)
         self.kill_grace = kill_grace
         self.interrupted_by: Optional[int] = None
+        #: The error of a sink every host needed; the run stopped because of it.
+        self.fatal: Optional[str] = None
+        #: One line for each failure of a host's own sink.
+        self.sink_errors: List[str] = []
         self._observers = list(observers)
-        self._hooks = {
-            name: [getattr(o, name) for o in self._observers if hasattr(o, name)]
-            for name in ("started", "output", "finished")
-        }
+        self._hooks: Dict[str, List[Callable]] = {}
+        self._bind_hooks()
         self._running: Dict[int, _Child] = {}
         self._deferred: List[Task] = []
         self._hard_kills: Dict[int, Timer] = {}
@@ -136,11 +161,20 @@ class Supervisor:
         seal_inherited_fds()
         self._source = None
 
+    def _bind_hooks(self) -> None:
+        self._hooks = {name: [getattr(o, name) for o in self._observers if hasattr(o, name)]
+                       for name in ("started", "output", "finished")}
+
     # -- public --------------------------------------------------------
     @property
     def running(self) -> int:
         """Number of children running now."""
         return len(self._running)
+
+    @property
+    def stopping(self) -> bool:
+        """True once the run was interrupted or stopped by a failed sink: nothing new starts."""
+        return self.interrupted_by is not None or self.fatal is not None
 
     def run(self, source) -> None:
         """Run every task ``source`` hands out; return when all have finished."""
@@ -156,7 +190,7 @@ class Supervisor:
         """True when nothing runs, nothing more will start, and no kill is pending."""
         if self._running:
             return False
-        if self.interrupted_by is None and self._source is not None:
+        if not self.stopping and self._source is not None:
             if self._deferred or not self._source.exhausted():
                 return False
         if self._hard_kills and self._recheck is None:
@@ -174,7 +208,7 @@ class Supervisor:
 
     def fill(self) -> None:
         """Start tasks until the fanout is reached or the source has none ready."""
-        while len(self._running) < self.numjobs and self.interrupted_by is None:
+        while len(self._running) < self.numjobs and not self.stopping:
             task = self._deferred.pop() if self._deferred else self._source.next_task()
             if task is None:
                 return
@@ -185,10 +219,18 @@ class Supervisor:
         """Stop starting tasks and kill every running one (a second call: SIGKILL at once)."""
         again = self.interrupted_by is not None
         self.interrupted_by = signum
-        self._deferred.clear()
-        for child in list(self._running.values()):
-            child.record.interrupted = True
-            self._terminate(child.pid, signal.SIGKILL if again else signal.SIGTERM)
+        self._kill_all(signal.SIGKILL if again else signal.SIGTERM)
+
+    def stop(self, reason: str) -> None:
+        """End the run because something every task needs failed (``reason`` says what)."""
+        if self.fatal is None:
+            self.fatal = reason
+            self._kill_all(signal.SIGTERM)
+
+    def mute(self) -> None:
+        """Deliver nothing more to any observer (a broken observer: the run is being torn down)."""
+        self._observers = []
+        self._bind_hooks()
 
     def kill(self, key: str) -> bool:
         """Kill the running task ``key`` (recorded as killed); False if not running."""
@@ -198,6 +240,34 @@ class Supervisor:
                 self._terminate(child.pid, signal.SIGTERM)
                 return True
         return False
+
+    def _kill_all(self, sig: int) -> None:
+        self._deferred.clear()
+        for child in list(self._running.values()):
+            child.record.interrupted = True
+            self._terminate(child.pid, sig)
+
+    # -- observers -----------------------------------------------------
+    def _notify(self, name: str, child: Optional[_Child], *args) -> None:
+        """Call hook ``name`` of every observer; a SinkError fails a host or ends the run."""
+        for hook in self._hooks[name]:
+            try:
+                hook(*args)
+            except SinkError as exc:
+                self._sink_failed(hook.__self__, exc, child)
+
+    def _sink_failed(self, observer, exc: SinkError, child: Optional[_Child]) -> None:
+        if exc.host is None:
+            self._observers.remove(observer)  # it can take nothing more
+            self._bind_hooks()
+            self.stop(str(exc))
+            return
+        self.sink_errors.append(str(exc))
+        if child is not None and child.state == _Child.RUNNING:
+            child.muted = True
+            child.record.error = str(exc)
+            child.record.interrupted = True
+            self._terminate(child.pid, signal.SIGTERM)
 
     # -- starting ------------------------------------------------------
     def _launch(self, task: Task) -> bool:
@@ -215,7 +285,7 @@ class Supervisor:
             record.error = getattr(exc, "strerror", None) or str(exc)
             record.ssh_error = True
             record.stopped = time.time()
-            self._publish(task, record)
+            self._publish(task, record, None)
             return True
         child = _Child(task, spawned.pid, record)
         child.captures = {1: Capture(self.keep[0]), 2: Capture(self.keep[1])}
@@ -236,22 +306,20 @@ class Supervisor:
         self.loop.watch_child(spawned.pid, lambda status: self._exited(child, status))
         if task.timeout is not None and task.timeout > 0:
             child.timer = self.loop.call_later(task.timeout, lambda: self._timed_out(child))
-        for hook in self._hooks["started"]:
-            hook(task)
+        self._notify("started", child, task)
         return True
 
     # -- i/o -----------------------------------------------------------
     def _reader(self, child: _Child, fd: int, stream: int) -> Callable[[], None]:
         capture = child.captures[stream]
-        output_hooks = self._hooks["output"]
         task = child.task
         auth = task.auth if stream == 2 and task.auth and task.auth.uses_stdin else None
 
         def deliver(data: bytes) -> None:
             if data:
                 capture.write(data)
-                for hook in output_hooks:
-                    hook(task, stream, data)
+                if not child.muted:
+                    self._notify("output", child, task, stream, data)
 
         def read() -> None:
             data = read_ready(fd, READ_SIZE)
@@ -302,14 +370,19 @@ class Supervisor:
         self.loop.remove_reader(fd)
         os.close(fd)
         del child.fds[fd]
-        if not child.fds and child.exit_status is not None:
+        if not child.fds and child.state == _Child.EXITED:
             self._finish(child)
 
     def _send_input(self, child: _Child, data: bytes, close: bool) -> None:
-        """Queue ``data`` for the child's stdin; with ``close``, end stdin after it."""
+        """Queue ``data`` for the child's stdin; with ``close``, end stdin after it.
+
+        ``data`` is referenced, not copied: one input shared by a thousand
+        hosts stays one buffer.
+        """
         if child.stdin is None:
             return
-        child.pending_input += data
+        if data:
+            child.pending_input.append(memoryview(data))
         child.close_input = close
         self._write_input(child)
 
@@ -317,7 +390,12 @@ class Supervisor:
         pending = child.pending_input
         try:
             while pending:
-                del pending[:os.write(child.stdin, pending[:READ_SIZE])]
+                written = os.write(child.stdin, pending[0][:READ_SIZE])
+                rest = pending[0][written:]
+                if rest:
+                    pending[0] = rest
+                else:
+                    pending.popleft()
         except BlockingIOError:
             self.loop.add_writer(child.stdin, lambda: self._write_input(child))
             return
@@ -333,6 +411,7 @@ class Supervisor:
             self.loop.remove_writer(child.stdin)
             os.close(child.stdin)
             child.stdin = None
+            child.pending_input.clear()
 
     # -- ending --------------------------------------------------------
     def _timed_out(self, child: _Child) -> None:
@@ -355,6 +434,8 @@ class Supervisor:
         kill_group(pgid, signal.SIGKILL)
 
     def _exited(self, child: _Child, status: Optional[int]) -> None:
+        """RUNNING -> EXITED: the process was reaped; its pipes may still hold output."""
+        child.state = _Child.EXITED
         child.exit_status = LOST if status is None else status
         child.exited_at = time.time()
         self.loop.cancel(child.timer)  # it ended in time; LINGER bounds the rest
@@ -369,11 +450,12 @@ class Supervisor:
             child.linger = self.loop.call_later(LINGER, lambda: self._finish(child))
 
     def _finish(self, child: _Child) -> None:
-        if self._running.pop(child.pid, None) is None:
+        """EXITED -> FINISHED: close what is left, complete the record, free the slot."""
+        if child.state == _Child.FINISHED:
             return
-        self.loop.cancel(child.timer)
+        child.state = _Child.FINISHED
+        del self._running[child.pid]
         self.loop.cancel(child.linger)
-        self._close_tty(child)
         for fd in list(child.fds):
             self.loop.remove_reader(fd)
             os.close(fd)
@@ -390,12 +472,10 @@ class Supervisor:
         record.stdout, record.stdout_size = out.value(), out.size
         record.stderr, record.stderr_size = err.value(), err.size
         record.stopped = child.exited_at
-        self._publish(child.task, record)
+        self._publish(child.task, record, child)
         self.fill()
 
-    def _publish(self, task: Task, record: Record) -> None:
-        for hook in self._hooks["finished"]:
-            hook(task, record)
+    def _publish(self, task: Task, record: Record, child: Optional[_Child]) -> None:
+        self._notify("finished", child, task, record)
         if self._source is not None:
             self._source.completed(task, record)
-

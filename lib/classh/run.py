@@ -1,0 +1,230 @@
+"""The run driver: one event loop, one supervisor, a source of tasks, observers.
+
+Host mode, transfers, ``--close`` and the interactive shell all run through
+:class:`Run`; job mode is another task source on the same driver. It owns
+the signal handling of a run (SIGINT, SIGTERM and SIGHUP kill every child and
+end it; a signal the program ignores, as under ``nohup``, stays ignored), the
+tally of records, and the end of a run: observers closed, pipeline routers
+waited for (a signal then is passed on to them), and the signal state put
+back whatever happened.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+from .loop import EventLoop
+from .observers import Observer, SinkError
+from .options import Options
+from .results import Record, Tally
+from .spawn import raise_fd_limit
+from .supervisor import Supervisor
+
+__all__ = ["Run", "RunSummary", "RUN_SIGNALS", "EXIT_CLASSH", "EXIT_USAGE"]
+
+#: Signals that end a run: every child is killed, the exit status is 128 + the signal.
+RUN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+EXIT_CLASSH = 1
+EXIT_USAGE = 2
+
+
+@dataclass
+class RunSummary:
+    """What a whole run came to.
+
+    ``fatal`` is the error of a sink every host needed (the run stopped
+    there); ``sink_errors`` name the hosts' own files that could not be
+    written; ``router_failures`` the ``-S``/``-E`` commands that failed, as
+    ``(message, exit status)``.
+    """
+
+    tally: Tally
+    elapsed: float
+    interrupted_by: Optional[int] = None
+    numjobs: int = 0
+    input_errors: Sequence[str] = ()
+    fatal: Optional[str] = None
+    sink_errors: Sequence[str] = ()
+    router_failures: Sequence[tuple] = ()
+
+    @property
+    def exit_status(self) -> int:
+        """The process exit status, the first that applies of:
+
+        128 + signal when interrupted (130, 143, 129); 1 when a sink failed
+        (classh could not keep a result); 2 when streamed targets were bad;
+        then, as ``set -o pipefail`` does, the status of the last failed
+        ``-S``/``-E`` command, else the hosts' status (4, 3, 5 or 0).
+        """
+        if self.interrupted_by is not None:
+            return 128 + self.interrupted_by
+        if self.fatal or self.sink_errors:
+            return EXIT_CLASSH
+        if self.input_errors:
+            return EXIT_USAGE
+        if self.router_failures:
+            return self.router_failures[-1][1]
+        return self.tally.exit_status()
+
+    @property
+    def problems(self) -> List[str]:
+        """One line for each thing that went wrong beside the hosts' own results."""
+        lines = list(self.input_errors) + list(self.sink_errors)
+        lines += [message for message, _ in self.router_failures]
+        if self.fatal:
+            lines.append("stopped: " + self.fatal)
+        return lines
+
+
+class _Tally(Observer):
+    def __init__(self):
+        self.tally = Tally()
+
+    def finished(self, task, record: Record) -> None:
+        self.tally.add(record)
+
+
+class Run:
+    """Runs the tasks of ``source`` through one supervisor; observers get output and records.
+
+    ``source`` hands out tasks (``next_task``, ``exhausted``, ``completed``,
+    ``pending``; optionally ``attach(loop, supervisor)`` and ``close()``).
+    ``keep`` bounds the bytes of each stream kept in memory per task. With
+    ``handle_signals`` (the default, honoured in the main thread only)
+    SIGINT, SIGTERM and SIGHUP kill every running child, record them as
+    interrupted and end the run.
+
+    :meth:`run` runs to the end; :meth:`start`, :meth:`step` and
+    :meth:`kill` let a caller drive the run bit by bit (the API's SSHJobMan).
+    """
+
+    def __init__(self, source, options: Options, observers: Sequence[Observer] = (), keep=None,
+                 handle_signals: bool = True):
+        self.source = source
+        self.options = options
+        self.observers = list(observers)
+        self.keep = keep
+        self.handle_signals = handle_signals
+        self.supervisor: Optional[Supervisor] = None
+        self.summary: Optional[RunSummary] = None
+        self._loop: Optional[EventLoop] = None
+        self._tally = _Tally()
+        self._started = 0.0
+        self._close_errors: List[str] = []
+
+    def run(self) -> RunSummary:
+        """Run to the end (or until interrupted) and summarise."""
+        self.start()
+        while not self.step():
+            pass
+        return self.summary
+
+    def start(self) -> None:
+        """Start the first tasks."""
+        self._started = time.monotonic()
+        known = self.source.pending()
+        wanted = self.options.numjobs if known is None else min(self.options.numjobs, known)
+        loop = self._loop = EventLoop()
+        loop.open()
+        try:
+            self.supervisor = Supervisor(
+                loop, numjobs=raise_fd_limit(max(1, wanted)), observers=self.observers + [self._tally],
+                keep=self.keep, kill_grace=self.options.kill_grace)
+            if self.handle_signals:
+                self._handle_signals(self.supervisor.interrupt)
+            for observer in self.observers:
+                _hook(observer, "attach")(loop)
+            if hasattr(self.source, "attach"):
+                self.source.attach(loop, self.supervisor)
+            self.supervisor.start(self.source)
+        except BaseException:
+            self._teardown()
+            raise
+
+    def _handle_signals(self, handler) -> None:
+        for signum in RUN_SIGNALS:
+            if self._loop.program_handler(signum) is not signal.SIG_IGN:
+                self._loop.on_signal(signum, handler)
+
+    def step(self, timeout: Optional[float] = None) -> bool:
+        """Handle one round of events (waiting at most ``timeout`` s); True once all is over."""
+        if self.summary is not None:
+            return True
+        try:
+            if not self.supervisor.done():
+                self._loop.run_once(timeout)
+            if self.supervisor.done():
+                self._end()
+        except BaseException:
+            self._teardown()
+            raise
+        return self.summary is not None
+
+    def kill(self, key: Optional[str] = None) -> None:
+        """Kill one running task (by key) or, with no key, end the whole run."""
+        if key is None:
+            self.supervisor.interrupt(signal.SIGTERM)
+        else:
+            self.supervisor.kill(key)
+
+    def _end(self) -> None:
+        """Close the observers, wait for pipeline routers, summarise, give the signals back."""
+        loop = self._loop
+        try:
+            self._close_source()
+            for observer in self.observers:
+                try:
+                    _hook(observer, "close")()
+                except SinkError as exc:
+                    self._close_errors.append(str(exc))
+            if self.handle_signals:  # a signal now goes to the routers still running
+                self._handle_signals(self._forward_signal)
+            loop.run_until(lambda: not any(getattr(o, "busy", False) for o in self.observers))
+        finally:
+            loop.close()
+        self.summary = self._summarise()
+
+    def _forward_signal(self, signum: int) -> None:
+        for observer in self.observers:
+            if getattr(observer, "busy", False):
+                _hook(observer, "signal")(signum)
+
+    def _close_source(self) -> None:
+        if hasattr(self.source, "close"):
+            self.source.close()
+
+    def _teardown(self) -> None:
+        """After an unexpected error: kill and reap every child, close everything, quietly."""
+        supervisor, loop = self.supervisor, self._loop
+        try:
+            if supervisor is not None:
+                supervisor.mute()
+                supervisor.interrupt(signal.SIGINT)
+                supervisor.interrupt(signal.SIGINT)  # again: SIGKILL, nothing left behind
+                loop.run_until(supervisor.done)
+            self._close_source()
+            for observer in self.observers:
+                try:
+                    _hook(observer, "close")()
+                except Exception:  # noqa: BLE001 - the first error is the one raised
+                    pass
+        finally:
+            loop.close()
+
+    def _summarise(self) -> RunSummary:
+        supervisor = self.supervisor
+        failures = []
+        for observer in self.observers:
+            failures += observer.failures() if hasattr(observer, "failures") else []
+        return RunSummary(
+            self._tally.tally, time.monotonic() - self._started, supervisor.interrupted_by,
+            supervisor.numjobs, list(getattr(self.source, "errors", ())),
+            fatal=supervisor.fatal, sink_errors=supervisor.sink_errors + self._close_errors,
+            router_failures=failures)
+
+
+def _hook(observer, name: str):
+    """``observer.name``, or a no-op for an observer not (yet) built on :class:`Observer`."""
+    return getattr(observer, name, None) or (lambda *args: None)
