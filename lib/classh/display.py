@@ -6,12 +6,15 @@ library itself never picks ``sys.stdout``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import time
 from typing import BinaryIO, Dict, Optional
 
 from .results import (FAILED, KILLED, OK, PROGRESS_CHAR, SSH_ERROR, TIMEOUT,
                       Record, Tally, describe_exit, json_line)
+from .observers import Observer, SinkError
 from .targets import fold
 
 __all__ = [
@@ -50,23 +53,118 @@ class Palette:
 
 
 class SafeStream:
-    """A binary stream that stops writing, quietly, once its reader has gone (EPIPE)."""
+    """A binary stream for classh's output that never stalls the run nor dies loudly.
 
-    def __init__(self, raw: BinaryIO):
+    * Its reader gone (EPIPE): it stops writing, quietly.
+    * Any other write error (ENOSPC, EIO...): :class:`SinkError` with
+      ``host=None`` (the display is every host's), then it stops writing.
+    * Attached to a run's event loop (``attach``, by the displays), and when
+      the stream is a pipe, writes go to a private non-blocking descriptor of
+      that pipe: what the reader does not take yet waits in memory and is
+      written when the pipe is writable, so a slow reader delays no timeout.
+      Only beyond ``MAX_PENDING`` bytes waiting (a reader lagging by that
+      much) does a write block until the backlog is written: output is never
+      dropped. ``detach`` (the last display's ``close``) writes the rest.
+
+    The private descriptor (opened through ``/proc/self/fd``) leaves the
+    shared one blocking, so a ``-S`` command writing to the same pipe is not
+    disturbed. Terminals, files and sockets are written as before, blocking.
+    """
+
+    #: Bytes waiting for a slow reader before writes block.
+    MAX_PENDING = 64 << 20
+
+    def __init__(self, raw: BinaryIO, name: Optional[str] = None):
         self.raw = raw
+        self.name = name or str(getattr(raw, "name", "output"))
         self.broken = False
+        self.loop = None
+        self._users = 0
+        self._fd = -1
+        self._pending = bytearray()
 
+    # -- the event loop ------------------------------------------------
+    def attach(self, loop) -> None:
+        """Write through ``loop`` from now on (several displays may attach: counted)."""
+        self._users += 1
+        if self.loop is not None or self.broken:
+            return
+        self.loop = loop
+        self._fd = self._private_pipe_fd()
+
+    def _private_pipe_fd(self) -> int:
+        try:
+            self.raw.flush()
+            fd = self.raw.fileno()
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return -1
+            return os.open("/proc/self/fd/%d" % fd, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (AttributeError, OSError, ValueError):
+            return -1
+
+    def detach(self) -> None:
+        """One user is done; the last one writes what waits and goes back to plain writes."""
+        self._users = max(0, self._users - 1)
+        if self._users:
+            return
+        try:
+            if self._pending and not self.broken:
+                self._drain(block=True)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._fd >= 0:
+            if self.loop is not None:
+                self.loop.remove_writer(self._fd)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        self.loop = None
+        self._pending.clear()
+
+    # -- writing -------------------------------------------------------
     def write(self, data: bytes, flush: bool = True) -> None:
-        """Write (and flush) ``data`` unless the reader has gone away."""
-        if self.broken:
+        """Write ``data`` (flushed) unless the reader has gone away; SinkError on failure."""
+        if self.broken or not data:
+            return
+        if self._fd >= 0:
+            self._pending += data
+            self._drain(block=len(self._pending) > self.MAX_PENDING)
             return
         try:
             self.raw.write(data)
             if flush:
                 self.raw.flush()
-        except BrokenPipeError:
-            self.broken = True
-            _detach_broken(self.raw)
+        except OSError as exc:
+            self._fail(exc)
+
+    def _drain(self, block: bool = False) -> None:
+        """Write what waits; without ``block`` stop when the pipe is full and ask the loop."""
+        fd = self._fd
+        try:
+            if block:
+                os.set_blocking(fd, True)
+            while self._pending:
+                del self._pending[:os.write(fd, self._pending)]
+        except BlockingIOError:
+            self.loop.add_writer(fd, self._drain)
+            return
+        except OSError as exc:
+            self._fail(exc)
+        finally:
+            if block and self._fd >= 0:
+                os.set_blocking(fd, False)
+        if self._fd >= 0:
+            self.loop.remove_writer(fd)
+
+    def _fail(self, exc: OSError) -> None:
+        """Stop writing for good; EPIPE is quiet, anything else a SinkError (host None)."""
+        self.broken = True
+        self._release()
+        _detach_broken(self.raw)
+        if not isinstance(exc, BrokenPipeError):
+            raise SinkError(self.name, exc) from exc
 
 
 def _detach_broken(raw) -> None:
@@ -79,6 +177,23 @@ def _detach_broken(raw) -> None:
         pass
 
 
+class StreamObserver(Observer):
+    """An observer writing to SafeStreams: attaches them to the run's loop, detaches at close."""
+
+    def __init__(self, *streams: SafeStream):
+        self._streams = [s for s in streams if s is not None]
+
+    def attach(self, loop) -> None:
+        """Let the streams write through ``loop`` (a slow reader then delays no timer)."""
+        for stream in self._streams:
+            stream.attach(loop)
+
+    def close(self) -> None:
+        """Hand the streams back (the last user writes what still waits)."""
+        for stream in self._streams:
+            stream.detach()
+
+
 def _indent(data: bytes, prefix: bytes) -> bytes:
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
@@ -86,12 +201,13 @@ def _indent(data: bytes, prefix: bytes) -> bytes:
     return b"".join(prefix + line + b"\n" for line in lines)
 
 
-class ClassicDisplay:
+class ClassicDisplay(StreamObserver):
     """The classh seed's display: a ``HOST  EXIT  (SECONDS)`` header, then indented output."""
 
     needs_output = True  # records must carry the captured output
 
     def __init__(self, out: SafeStream, width: int = 0, palette: Optional[Palette] = None):
+        super().__init__(out)
         self.out = out
         self.width = width
         self.palette = palette or Palette(False)
@@ -123,35 +239,45 @@ def _output_blocks(stdout: bytes, stdout_size: int, stderr: bytes, stderr_size: 
     return b"".join(parts)
 
 
-class LinesDisplay:
-    """``host: line`` for every output line, as it arrives (stderr lines to ``err``)."""
+class LinesDisplay(StreamObserver):
+    """``host: line`` for every output line, as it arrives (stderr lines to ``err``).
+
+    An unfinished line is kept as a list of chunks and only new data is
+    searched for a newline, so a long line costs linear time.
+    """
 
     def __init__(self, out: SafeStream, err: SafeStream):
+        super().__init__(out, err)
         self.streams = {1: out, 2: err}
-        self.partial: Dict[tuple, bytes] = {}
+        self.partial: Dict[tuple, list] = {}
 
     def output(self, task, fd: int, data: bytes) -> None:
         """Print the complete lines of ``data``; keep a trailing partial line."""
         key = (task.key, fd)
-        data = self.partial.pop(key, b"") + data
-        head, sep, tail = data.rpartition(b"\n")
-        if tail:
-            self.partial[key] = tail
-        if sep:
-            self.streams[fd].write(_indent(head + b"\n", task.key.encode() + b": "))
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            if data:
+                self.partial.setdefault(key, []).append(data)
+            return
+        held = self.partial.pop(key, None)
+        head = b"".join(held + [data[:cut + 1]]) if held else data[:cut + 1]
+        if cut + 1 < len(data):
+            self.partial[key] = [data[cut + 1:]]
+        self.streams[fd].write(_indent(head, task.key.encode() + b": "))
 
     def finished(self, task, record: Record) -> None:
         """Print what is left of a host's last, unterminated lines."""
         for fd in (1, 2):
             tail = self.partial.pop((task.key, fd), None)
             if tail:
-                self.streams[fd].write(task.key.encode() + b": " + tail + b"\n")
+                self.streams[fd].write(task.key.encode() + b": " + b"".join(tail) + b"\n")
 
 
-class ProgressDisplay:
+class ProgressDisplay(StreamObserver):
     """One character per finished host on stderr: ``.`` ok, ``?`` failed, ``~`` ssh error, ``!`` killed."""
 
     def __init__(self, err: SafeStream):
+        super().__init__(err)
         self.err = err
         self.count = 0
 
@@ -162,8 +288,11 @@ class ProgressDisplay:
 
     def close(self) -> None:
         """End the progress line."""
-        if self.count:
-            self.err.write(b"\n")
+        try:
+            if self.count:
+                self.err.write(b"\n")
+        finally:
+            super().close()
 
 
 _SUMMARY_WORDS = ((OK, "ok"), (FAILED, "failed"), (SSH_ERROR, "ssh error"),
@@ -185,12 +314,14 @@ def summary_line(tally: Tally, elapsed: float, interrupted: bool = False) -> str
 
 
 
-class JsonDisplay:
-    """One JSON object per host per line (JSON Lines), as hosts complete."""
+class JsonDisplay(StreamObserver):
+    """One JSON object per host per line (JSON Lines, lossless: see ``record_to_dict``),
+    as hosts complete."""
 
     needs_output = True
 
     def __init__(self, out: SafeStream):
+        super().__init__(out)
         self.out = out
 
     def finished(self, task, record: Record) -> None:
@@ -198,7 +329,7 @@ class JsonDisplay:
         self.out.write(json_line(record))
 
 
-class GatherDisplay:
+class GatherDisplay(StreamObserver):
     """At the end: hosts with identical output and exit grouped under one folded header.
 
     Only one copy of each distinct output is kept. Groups are printed largest
@@ -208,6 +339,7 @@ class GatherDisplay:
     needs_output = True
 
     def __init__(self, out: SafeStream, palette: Optional[Palette] = None):
+        super().__init__(out)
         self.out = out
         self.palette = palette or Palette(False)
         self.groups: Dict[tuple, list] = {}
@@ -221,7 +353,11 @@ class GatherDisplay:
     def close(self) -> None:
         """Print every group."""
         order = sorted(self.groups.items(), key=lambda item: -len(item[1]))
-        self.out.write(b"".join(self.render(key, hosts) for key, hosts in order))
+        try:
+            self.out.write(b"".join(self.render(key, hosts) for key, hosts in order))
+        finally:
+            self.groups.clear()
+            super().close()
 
     def render(self, key: tuple, hosts: list) -> bytes:
         """The block for one group."""
@@ -231,12 +367,13 @@ class GatherDisplay:
             stdout, stdout_size, stderr, stderr_size, error)
 
 
-class StatusLine:
+class StatusLine(StreamObserver):
     """One live line on a terminal: done/total, ok, failed, ssh errors, timeouts, running, rate, ETA."""
 
     INTERVAL = 0.5
 
     def __init__(self, err: SafeStream, total: Optional[int], enabled: bool):
+        super().__init__(err)
         self.err = err
         self.total = total
         self.enabled = enabled
@@ -249,6 +386,7 @@ class StatusLine:
 
     def attach(self, loop) -> None:
         """Refresh the line every INTERVAL seconds on ``loop``."""
+        super().attach(loop)
         self.loop = loop
         if self.enabled:
             loop.call_later(self.INTERVAL, self._tick)
@@ -290,5 +428,8 @@ class StatusLine:
     def close(self) -> None:
         """Erase the line for good."""
         self.closed = True
-        if self.shown:
-            self.err.write(b"\r\033[K")
+        try:
+            if self.shown:
+                self.err.write(b"\r\033[K")
+        finally:
+            super().close()

@@ -5,12 +5,16 @@ ended. Displays, result files and routers consume records; nothing here prints.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
+import errno
 import json
 import os
 import signal as _signal
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Optional
+
+from .observers import Observer, SinkError
 
 __all__ = [
     "Record", "Capture", "Tally",
@@ -18,6 +22,7 @@ __all__ = [
     "STATUSES", "PROGRESS_CHAR", "exit_status", "describe_exit",
     "record_to_dict", "record_from_dict", "json_line", "load_results",
     "ResultsDir", "ResultsError", "JsonFile", "prepare_results_dir", "result_path",
+    "open_new", "open_directory", "ret_text", "write_all",
 ]
 
 OK = "ok"
@@ -105,11 +110,18 @@ class Record:
 
 
 def describe_exit(record: Record) -> str:
-    """Short text for a record's outcome: ``0``, ``7``, ``timeout``, ``SIGKILL``..."""
+    """Short text for a record's outcome: ``0``, ``7``, ``timeout``, ``SIGKILL``...
+
+    Any ssh error reads ``255`` (ssh's own code), even when classh ended the
+    ssh itself (a refused login killed with SIGTERM), so that ``.ret`` and
+    the display agree with the status.
+    """
     if record.timed_out:
         return "timeout"
     if record.interrupted:
         return "interrupted"
+    if record.status == SSH_ERROR:
+        return str(SSH_ERROR_EXIT)
     if record.signal is not None:
         try:
             return _signal.Signals(record.signal).name
@@ -184,7 +196,8 @@ def exit_status(counts: Dict[str, int]) -> int:
 # -- JSON ---------------------------------------------------------------------
 
 def record_to_dict(record: Record, with_output: bool = True) -> dict:
-    """A record as JSON-ready data; text is decoded as UTF-8 with replacement."""
+    """A record as JSON-ready data, lossless: each output stream is ``stdout``/``stderr``
+    (text) when its bytes are valid UTF-8, else ``stdout_base64``/``stderr_base64``."""
     data = {
         "host": record.host,
         "status": record.status,
@@ -202,15 +215,24 @@ def record_to_dict(record: Record, with_output: bool = True) -> dict:
     if record.error:
         data["error"] = record.error
     if with_output:
-        data["stdout"] = record.output
-        data["stderr"] = record.errors
+        for name, value in (("stdout", record.stdout), ("stderr", record.stderr)):
+            try:
+                data[name] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                data[name + "_base64"] = base64.b64encode(value).decode("ascii")
     return data
 
 
+def _output_from_dict(data: dict, name: str) -> bytes:
+    if name + "_base64" in data:
+        return base64.b64decode(data[name + "_base64"])
+    return data.get(name, "").encode("utf-8")
+
+
 def record_from_dict(data: dict) -> Record:
-    """The inverse of :func:`record_to_dict` (output as UTF-8 bytes)."""
-    stdout = data.get("stdout", "").encode()
-    stderr = data.get("stderr", "").encode()
+    """The inverse of :func:`record_to_dict`: the output bytes exactly as they were."""
+    stdout = _output_from_dict(data, "stdout")
+    stderr = _output_from_dict(data, "stderr")
     return Record(
         host=data["host"],
         exitcode=data.get("exitcode"),
@@ -251,14 +273,41 @@ def result_path(directory: str, host: str, suffix: str) -> str:
 
 
 def ret_text(record: Record) -> bytes:
-    """What ``host.ret`` holds: the exit code, or ``timeout``, ``interrupted``, a signal name."""
+    """What ``host.ret`` holds: the exit code (``255`` for any ssh error), or ``timeout``,
+    ``interrupted``, a signal name."""
     return describe_exit(record).encode() + b"\n"
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+
+
+def open_directory(path: str) -> int:
+    """An fd for the directory ``path`` (files are then made relative to it, so a
+    directory swapped for a link later is never written through)."""
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+
+
+def open_new(name: str, dir_fd: Optional[int] = None, replace: bool = False,
+             mode: int = 0o644) -> int:
+    """Create ``name`` (in ``dir_fd``) for writing, never through a symlink.
+
+    The file must not exist (FileExistsError); with ``replace`` whatever is
+    there (a file, a planted symlink) is unlinked first and a new file made
+    with ``O_EXCL``, so a link swapped in between is refused, not followed.
+    """
+    if replace:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)
+    return os.open(name, _NEW_FILE, mode, dir_fd=dir_fd)
 
 
 def prepare_results_dir(directory: str, resume: bool = False, overwrite: bool = False) -> set:
     """Create or check ``directory``; return the hosts to skip (``--resume``: those whose .ret is 0).
 
     An existing non-empty directory is refused unless ``resume`` or ``overwrite``.
+    A ``.ret`` that is a symlink counts as not done.
     """
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ResultsError("results directory %r exists and is not a directory" % directory)
@@ -276,21 +325,35 @@ def prepare_results_dir(directory: str, resume: bool = False, overwrite: bool = 
     for name in names:
         if name.endswith(".ret"):
             try:
-                with open(os.path.join(directory, name), "rb") as ret:
-                    if ret.read().strip() == b"0":
+                fd = os.open(os.path.join(directory, name), os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+                with os.fdopen(fd, "rb") as ret:
+                    if ret.read(64).strip() == b"0":
                         done.add(name[:-4])
             except OSError:
                 continue
     return done
 
 
-class ResultsDir:
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+class ResultsDir(Observer):
     """Observer writing ``host.out``/``host.err`` as output arrives, then ``host.ret`` and
     a line of ``summary.jsonl`` for each finished host.
 
     ``replace`` lets files of hosts being rerun (``--resume``/``--overwrite``)
-    be replaced; otherwise an existing file is never touched. Without
-    ``stdout`` the .out files stay empty (``--slurp``: stdout is a tar stream).
+    be replaced; otherwise an existing file is never touched. No file is
+    ever written through a symlink: files are made relative to an fd of the
+    directory, with ``O_NOFOLLOW``, and a replaced one is unlinked and made
+    anew with ``O_EXCL``. Without ``stdout`` the .out files stay empty
+    (``--slurp``: stdout is a tar stream).
+
+    A write error raises :class:`SinkError`: with the host for its own files
+    (further output of that stream is dropped, ``finished`` still writes
+    ``.ret`` and the summary line), with ``host=None`` for ``summary.jsonl``.
+    ``close`` never raises and closes every fd.
     """
 
     def __init__(self, directory: str, replace: bool = False, stdout: bool = True):
@@ -298,72 +361,135 @@ class ResultsDir:
         self.replace = replace
         self.streams = (1, 2) if stdout else (2,)
         self._open: Dict[str, Dict[int, int]] = {}
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        self._summary = os.open(os.path.join(directory, SUMMARY), flags, 0o644)
+        self._summary_path = os.path.join(directory, SUMMARY)
+        try:
+            self._dir = open_directory(directory)
+        except OSError as exc:
+            raise ResultsError("cannot use results directory %r: %s"
+                               % (directory, exc.strerror)) from None
+        try:
+            self._summary = os.open(SUMMARY, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW
+                                    | _CLOEXEC, 0o644, dir_fd=self._dir)
+        except OSError as exc:
+            _close_quietly(self._dir)
+            raise ResultsError("cannot write %r: %s" % (self._summary_path, exc.strerror)
+                               + (" (a symlink?)" if exc.errno == errno.ELOOP else "")) from None
+
+    def _name(self, host: str, suffix: str) -> str:
+        return os.path.basename(result_path(self.directory, host, suffix))
 
     def _create(self, host: str, suffix: str) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if self.replace else os.O_EXCL)
-        return os.open(result_path(self.directory, host, suffix), flags, 0o644)
+        """A new ``host.suffix``; SinkError (for the host) when it cannot be made."""
+        name = self._name(host, suffix)
+        with SinkError.wrap(os.path.join(self.directory, name), host):
+            return open_new(name, self._dir, replace=self.replace)
+
+    def _create_outputs(self, host: str) -> Dict[int, int]:
+        files = self._open[host] = {}
+        for fd, suffix in ((1, ".out"), (2, ".err")):
+            files[fd] = self._create(host, suffix)
+        return files
 
     def started(self, task) -> None:
-        """Create the host's .out and .err files."""
+        """Create the host's .out and .err files (a .ret of an earlier run is removed)."""
         host = task.key
         if self.replace:
             # A .ret left from an earlier run must not describe this one.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(result_path(self.directory, host, ".ret"))
-        self._open[host] = {1: self._create(host, ".out"), 2: self._create(host, ".err")}
+            with SinkError.wrap(os.path.join(self.directory, self._name(host, ".ret")), host):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._name(host, ".ret"), dir_fd=self._dir)
+        self._create_outputs(host)
 
     def output(self, task, fd: int, data: bytes) -> None:
         """Append ``data`` to the host's .out (fd 1) or .err (fd 2)."""
-        if fd in self.streams:
-            _write_all(self._open[task.key][fd], data)
+        if fd not in self.streams:
+            return
+        files = self._open.get(task.key)
+        target = files.get(fd, -1) if files else -1
+        if target < 0:
+            return  # the file failed before: that error was raised already
+        try:
+            write_all(target, data)
+        except OSError as exc:
+            files[fd] = -1
+            _close_quietly(target)
+            suffix = ".out" if fd == 1 else ".err"
+            raise SinkError(os.path.join(self.directory, self._name(task.key, suffix)),
+                            exc, task.key) from exc
 
     def finished(self, task, record: Record) -> None:
         """Close the output files, write .ret and the summary line.
 
-        .ret is written last, in one small write: a run killed in between
-        leaves it missing or empty, never ``0``, so ``--resume`` reruns the host.
+        .ret is written last of the host's files, in one small write: a run
+        killed in between leaves it missing or empty, never ``0``, so
+        ``--resume`` reruns the host. The summary line is written even when
+        the host's own files failed; its failure is raised first.
         """
         host = record.host
+        host_error = None
         files = self._open.pop(host, None)
         if files is None:  # never started (classh could not spawn ssh)
-            files = {1: self._create(host, ".out"), 2: self._create(host, ".err")}
+            try:
+                files = self._create_outputs(host)
+            except SinkError as exc:
+                host_error = exc
+            files = self._open.pop(host, {})
         for fd in files.values():
-            os.close(fd)
-        ret = self._create(host, ".ret")
+            if fd >= 0:
+                _close_quietly(fd)
         try:
-            _write_all(ret, ret_text(record))
+            self._write_ret(record)
+        except SinkError as exc:
+            host_error = host_error or exc
+        with SinkError.wrap(self._summary_path):
+            write_all(self._summary, json_line(record, with_output=False))
+        if host_error is not None:
+            raise host_error
+
+    def _write_ret(self, record: Record) -> None:
+        ret = self._create(record.host, ".ret")
+        try:
+            with SinkError.wrap(os.path.join(self.directory, self._name(record.host, ".ret")),
+                                record.host):
+                write_all(ret, ret_text(record))
         finally:
-            os.close(ret)
-        _write_all(self._summary, json_line(record, with_output=False))
+            _close_quietly(ret)
 
     def close(self) -> None:
-        """Close every file still open."""
+        """Close every file still open (never raises)."""
         for files in self._open.values():
             for fd in files.values():
-                os.close(fd)
+                if fd >= 0:
+                    _close_quietly(fd)
         self._open.clear()
-        if self._summary >= 0:
-            os.close(self._summary)
-            self._summary = -1
+        for name in ("_summary", "_dir"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                _close_quietly(fd)
+                setattr(self, name, -1)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the blocking ``fd`` (OSError on failure)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
-class JsonFile:
-    """Observer saving every record (with output) as JSON Lines to a new file (``--json``)."""
+class JsonFile(Observer):
+    """Observer saving every record (with output) as JSON Lines to a new file (``--json``).
+
+    The file is never opened through a symlink (with ``overwrite`` an
+    existing one is unlinked and made anew). A write error raises
+    :class:`SinkError` with ``host=None``: every host's result goes there.
+    """
 
     needs_output = True
 
     def __init__(self, path: str, overwrite: bool = False):
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+        self.path = path
         try:
-            self._fd = os.open(path, flags, 0o644)
+            self._fd = open_new(path, replace=overwrite)
         except FileExistsError:
             raise ResultsError("%r exists: classh never overwrites results (use --overwrite)"
                                % path) from None
@@ -372,12 +498,18 @@ class JsonFile:
 
     def finished(self, task, record: Record) -> None:
         """Append the record."""
-        _write_all(self._fd, json_line(record))
+        if self._fd < 0:
+            return
+        try:
+            write_all(self._fd, json_line(record))
+        except OSError as exc:
+            self.close()
+            raise SinkError(self.path, exc) from exc
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (never raises)."""
         if self._fd >= 0:
-            os.close(self._fd)
+            _close_quietly(self._fd)
             self._fd = -1
 
 
