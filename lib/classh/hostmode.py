@@ -12,6 +12,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 from .loop import EventLoop, read_ready
 from .options import Options
 from .prompts import HostAuth, SudoWrapper
+from .remote import remote_command
 from .results import Record
 from .run import Run, RunSummary
 from .ssh import SshCommand
@@ -25,18 +26,33 @@ READ_SIZE = 65536
 
 
 def task_maker(command: Optional[str], options: Options) -> Callable[[Target], Task]:
-    """A function making the task that runs ``command`` on one target over ssh."""
+    """A function making the task that runs ``command`` on one target over ssh.
+
+    ``{host}`` in ``command`` becomes the target's name; the command is then
+    wrapped for sudo (``--sudo``) and, unless ``options.raw``, in the remote
+    watchdog (:mod:`classh.remote`) so that it dies with its ssh. Without
+    input the task holds ssh's stdin open: the watchdog's sign that ssh is gone.
+    """
     ssh = SshCommand(options)
     env = dict(os.environ)  # one plain copy for every child
     sudo = SudoWrapper(options.sudo_user) if options.sudo else None
-    if sudo is not None and command is not None:
-        command = sudo.wrap(command)
     tty = options.password is not None
+    watch_stdin = options.input is None and sudo is None
+    hold_stdin = watch_stdin and command is not None and not options.raw
+
+    def remote(target: Target) -> Optional[str]:
+        if command is None:
+            return None
+        text = command.replace("{host}", target.name)
+        if sudo is not None:
+            text = sudo.wrap(text)
+        return text if options.raw else remote_command(text, watch_stdin)
 
     def make(target: Target) -> Task:
         auth = HostAuth(options.password, tty, sudo) if tty or sudo else None
-        return Task(key=target.label, argv=ssh.argv(target, command), input=options.input,
-                    timeout=options.timeout, env=env, context=target, auth=auth)
+        return Task(key=target.label, argv=ssh.argv(target, remote(target)), input=options.input,
+                    timeout=options.timeout, env=env, context=target, auth=auth,
+                    hold_stdin=hold_stdin)
 
     return make
 

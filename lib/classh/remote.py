@@ -1,0 +1,87 @@
+"""What runs on the target: the user's COMMAND inside a small POSIX ``sh`` watchdog.
+
+sshd gives a command without a terminal no signal when the connection
+drops: killing the local ssh leaves the remote command running. So classh
+sends, instead of COMMAND itself, one line that any login shell that knows
+single quotes and ``exec`` (sh, dash, bash, zsh, ksh, fish, csh) runs::
+
+    exec sh -c 'WATCHDOG' classh-watchdog 'COMMAND'
+
+The watchdog (POSIX ``sh``, builtins only on the normal path) runs COMMAND
+in the foreground through the user's login shell (``"$SHELL" -c COMMAND``,
+as sshd would have) and starts one background *watcher* (stdout and
+stderr on /dev/null, so it never holds the session open). When COMMAND ends
+the watcher is killed and the watchdog exits with COMMAND's status: nothing
+is added to stdout or stderr and nothing waits.
+
+The watcher notices that classh's ssh is gone in one of two ways:
+
+* ``watch_stdin`` (tasks without input): classh keeps a pipe to ssh's stdin
+  open for the child's whole life and never writes to it. The watcher reads
+  the session's stdin; end of file means the channel is closed: the
+  connection dropped, or a ``--persist`` master closed the channel of a
+  killed client. COMMAND itself reads /dev/null, as before.
+* otherwise (``Options.input``, ``--copy``'s archive, ``--sudo``'s password):
+  COMMAND keeps the session's stdin and the watcher checks once a second
+  that the sshd process which started the session still exists
+  (``kill -0 $PPID``). Through a ``--persist`` master that process outlives
+  a killed client, so this detection does not work there.
+
+Either way the watcher then sends SIGTERM to the session's process group
+(``kill -TERM 0``: sshd starts every session in a process group of its own),
+waits :data:`GRACE` seconds and sends SIGKILL to the group, itself included.
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+__all__ = ["GRACE", "NAME", "remote_command", "quote_word"]
+
+#: Seconds between the SIGTERM and the SIGKILL sent to the remote process group.
+GRACE = 1
+#: ``$0`` of the watchdog on the target (what ``ps`` shows).
+NAME = "classh-watchdog"
+
+_UNQUOTED = {ord("'"): "'\\''", ord("\\"): "'\\\\'"}
+_TAG = re.compile(r"[A-Za-z0-9._:@%+=-]{1,128}\Z")
+
+# The watcher's body: notice the end of the session, then end the group.
+_KILL_GROUP = "kill -TERM 0; sleep %d; kill -KILL 0" % GRACE
+_ON_STDIN_EOF = (
+    "exec 3<&0 </dev/null; "
+    "(trap : TERM; while read -r _ <&3; do :; done; %s) >/dev/null 2>&1 & "
+    "w=$!; exec 3<&-; " % _KILL_GROUP)
+_ON_PARENT_GONE = (
+    "p=$PPID; "
+    "(trap : TERM; while kill -0 $p; do sleep 1; done; %s) </dev/null >/dev/null 2>&1 & "
+    "w=$!; " % _KILL_GROUP)
+# COMMAND in the foreground, through the login shell; then the watcher goes.
+_RUN = '"${SHELL:-/bin/sh}" -c "$1"; s=$?; kill -KILL $w; exit $s'
+
+
+def quote_word(text: str) -> str:
+    """``text`` as one word for sh, bash, zsh, fish and csh alike.
+
+    Single quotes, with each ``'`` and ``\\`` written unquoted as ``\\'`` and
+    ``\\\\`` (fish would read ``\\\\`` and ``\\'`` inside single quotes as escapes).
+    """
+    return "'" + text.translate(_UNQUOTED) + "'"
+
+
+def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None) -> str:
+    """The line to hand ssh so that ``command`` dies with the session.
+
+    ``watch_stdin``: the caller keeps ssh's stdin open and writes nothing to
+    it (end of file = the session is gone); otherwise ``command`` keeps the
+    session's stdin and the sshd parent is watched instead. ``tag`` is
+    exported to ``command``'s environment as ``CLASSH_TAG`` (job mode finds
+    its processes by it); it is limited to ``[A-Za-z0-9._:@%+=-]``, at most
+    128 characters (ValueError otherwise).
+    """
+    script = _ON_STDIN_EOF if watch_stdin else _ON_PARENT_GONE
+    if tag is not None:
+        if not _TAG.match(tag):
+            raise ValueError("bad CLASSH_TAG %r: use letters, digits and ._:@%%+=- only" % tag)
+        script = "CLASSH_TAG=%s; export CLASSH_TAG; %s" % (tag, script)
+    return "exec sh -c %s %s %s" % (quote_word(script + _RUN), NAME, quote_word(command))

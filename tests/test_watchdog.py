@@ -1,0 +1,324 @@
+"""Kills reach the target: the remote watchdog (classh.remote), against a real loopback sshd.
+
+Each kill test runs a command carrying a unique marker (``sleep 37.<n>``),
+ends classh's ssh in some way, and checks that no process with the marker
+is left on the target (this machine) 3 s after classh has exited. Every
+leftover found is killed by pid, so a failing test leaves nothing behind.
+"""
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from conftest import CLASSH, STANDIN, base_env
+from fleet import TEST_USER, Fleet
+
+import classh
+from classh.remote import NAME, quote_word, remote_command
+
+HOSTS = "node[1-5]"
+NHOSTS = 5
+_counter = itertools.count(1)
+
+
+# -- helpers ---------------------------------------------------------------
+def marker():
+    """A sleep argument no other process on this machine uses: ``37.<pid><n>``."""
+    return "37.%d%03d" % (os.getpid() % 100000, next(_counter))
+
+
+def with_marker(pattern):
+    """(marker, command): ``pattern`` with ``{m}`` replaced by a fresh marker."""
+    m = marker()
+    return m, pattern.replace("{m}", m)
+
+
+def pids_of(mark):
+    """Pids of live processes whose command line is ``sleep MARK``."""
+    found = []
+    want = b"sleep\0" + mark.encode() + b"\0"
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % name, "rb") as fh:
+                cmdline = fh.read()
+            with open("/proc/%s/stat" % name, "rb") as fh:
+                state = fh.read().rpartition(b")")[2].split()[0]
+        except OSError:
+            continue
+        if cmdline == want and state != b"Z":
+            found.append(int(name))
+    return found
+
+
+def wait_for(predicate, timeout):
+    """Poll ``predicate`` every 50 ms until true or ``timeout`` s; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def sweep():
+    """Marks to check; every process still carrying one at teardown is killed by pid."""
+    marks = []
+    yield marks
+    for mark in marks:
+        for pid in pids_of(mark):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def leftovers(mark):
+    """The pids of ``sleep MARK`` still alive 3 s from now ([] as soon as none is)."""
+    wait_for(lambda: not pids_of(mark), 3.0)
+    return pids_of(mark)
+
+
+def start_classh(fleet, args, env=None):
+    """classh running in the background against the fleet (a Popen)."""
+    merged = {"CLASSH_SSH": fleet.ssh_command}
+    merged.update(env or {})
+    return subprocess.Popen([sys.executable, CLASSH] + list(args), env=base_env(merged),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def records(hosts, command, **options):
+    """``{host: Record}`` of ``command`` run to the end through the API."""
+    job = classh.SSHJobMan(hosts, command, **options)
+    assert job.wait(60)
+    return job.results
+
+
+def running_on_target(mark, count, timeout=20):
+    """Wait until ``count`` processes of ``mark`` run; fail the test if they never do."""
+    assert wait_for(lambda: len(pids_of(mark)) >= count, timeout), "the command never started"
+
+
+# -- the wrapper itself ----------------------------------------------------
+@pytest.mark.parametrize("text", ["plain", "it's", "back\\slash\\\\'", "", "a\nb $x `y` \"z\" {host}"])
+def test_quote_word_round_trips_through_sh(text):
+    out = subprocess.run(["sh", "-c", "printf %s " + quote_word(text)], stdout=subprocess.PIPE).stdout
+    assert out == text.encode()
+
+
+def test_tag_is_exported_and_checked():
+    line = remote_command('printf %s "$CLASSH_TAG"', watch_stdin=True, tag="job-7.a")
+    # stdin held open (an end of file would make the watchdog kill its group), a group of its own.
+    proc = subprocess.Popen(["sh", "-c", line], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.read() == b"job-7.a"
+        assert proc.wait(10) == 0
+    finally:
+        proc.stdin.close()
+        proc.stdout.close()
+    with pytest.raises(ValueError, match="CLASSH_TAG"):
+        remote_command("true", watch_stdin=True, tag="x'; rm -rf ~")
+
+
+# -- kills reach the target ------------------------------------------------
+def test_timeout_kills_the_remote_command(classh, sweep):
+    mark, command = with_marker("sleep {m}")
+    sweep.append(mark)
+    r = classh("-t", "2", "-q", command, HOSTS, timeout=60)
+    assert r.rc == 3, r
+    assert leftovers(mark) == []
+
+
+@pytest.mark.parametrize("case,pattern", [
+    ("plain", "sleep {m}"),
+    ("ignores SIGTERM", "trap '' TERM; sleep {m}"),
+    ("background child", "sleep {m} & sleep {m}; wait"),
+])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_classh_kills_the_remote_command(fleet, sweep, signum, case, pattern):
+    mark, command = with_marker(pattern)
+    sweep.append(mark)
+    count = NHOSTS * (2 if "&" in pattern else 1)
+    proc = start_classh(fleet, ["-q", command, HOSTS])
+    try:
+        running_on_target(mark, count)
+        proc.send_signal(signum)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum]
+    assert leftovers(mark) == []
+
+
+def test_a_term_ignoring_command_is_killed_after_a_timeout(classh, sweep):
+    mark, command = with_marker("trap '' TERM; sleep {m} & sleep {m}")
+    sweep.append(mark)
+    r = classh("-t", "2", "-q", command, HOSTS, timeout=60)
+    assert r.rc == 3, r
+    assert leftovers(mark) == []
+
+
+def test_sshjobman_kill_kills_the_remote_command(fleet, sweep):
+    mark, command = with_marker("sleep {m}")
+    sweep.append(mark)
+    job = classh.SSHJobMan(HOSTS, command, ssh=fleet.ssh_command).start()
+    try:
+        running_on_target(mark, NHOSTS)
+        job.kill("node2")
+        assert wait_for(lambda: len(pids_of(mark)) == NHOSTS - 1, 3.0), pids_of(mark)
+        job.kill()
+        assert job.wait(30)
+    finally:
+        job.kill()
+    assert all(r.interrupted for r in job.results.values())
+    assert leftovers(mark) == []
+
+
+def test_with_input_the_remote_command_is_killed_too(fleet, sweep):
+    mark, command = with_marker("read line; echo got $line; sleep {m}")
+    sweep.append(mark)
+    options = classh.Options(ssh=fleet.ssh_command, timeout=2, input=b"data\n")
+    results = classh.run(HOSTS, command, options)
+    assert all(isinstance(r, classh.Error) and "timed out" in str(r).lower() for r in results.values()), results
+    assert leftovers(mark) == []
+
+
+@pytest.fixture
+def persist_env():
+    """A private XDG_RUNTIME_DIR for --persist masters; every master there is killed at the end."""
+    runtime = tempfile.mkdtemp(prefix="classh-wd-run-")
+    yield {"XDG_RUNTIME_DIR": runtime}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % name, "rb") as fh:
+                    if runtime.encode() in fh.read():
+                        os.kill(int(name), signal.SIGKILL)
+            except OSError:
+                pass
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_through_a_persist_master_the_remote_command_is_killed(classh, sweep, persist_env):
+    first = classh("--persist=60", "-q", "true", HOSTS, env=persist_env, timeout=60)
+    assert first.rc == 0, first
+    mark, command = with_marker("sleep {m}")
+    sweep.append(mark)
+    r = classh("--persist=60", "-t", "2", "-q", command, HOSTS, env=persist_env, timeout=60)
+    assert r.rc == 3, r
+    assert leftovers(mark) == []
+    again = classh("--persist=60", "echo still up", "node1", env=persist_env, timeout=60)
+    assert again.rc == 0 and "still up" in again.out, again
+
+
+# -- what the command sees ---------------------------------------------------
+def parent_is_watchdog():
+    """Shell text printing the command line of the command's parent (the watchdog)."""
+    return "tr '\\0' ' ' </proc/$PPID/cmdline >&2"
+
+
+def test_output_is_byte_exact_and_separate(fleet):
+    command = ("printf '\\000\\377\\nno newline'; printf 'err\\000\\001' >&2; "
+               + parent_is_watchdog())
+    job = classh.SSHJobMan("node1", command, ssh=fleet.ssh_command)
+    job.wait(60)
+    record = job.results["node1"]
+    assert record.exitcode == 0
+    assert record.stdout == b"\x00\xff\nno newline"
+    assert record.stderr.startswith(b"err\x00\x01")
+    assert NAME in record.stderr[len(b"err\x00\x01"):].decode()
+
+
+def test_exit_status_host_and_signals_pass_through(fleet):
+    job = classh.SSHJobMan("node[1-2]", "echo {host}; exit 7", ssh=fleet.ssh_command)
+    job.wait(60)
+    assert {h: (r.exitcode, r.stdout) for h, r in job.results.items()} == {
+        "node1": (7, b"node1\n"), "node2": (7, b"node2\n")}
+    killed = classh.SSHJobMan("node1", "kill -USR1 $$", ssh=fleet.ssh_command)
+    killed.wait(60)
+    # A shell's convention, not ssh's: 128 + the signal (ssh alone says 255).
+    assert killed.results["node1"].exitcode == 128 + signal.SIGUSR1
+
+
+def test_input_still_reaches_the_command(fleet):
+    record = records("node1", "cat; " + parent_is_watchdog(), ssh=fleet.ssh_command,
+                     input=b"line one\nrest")["node1"]
+    assert record.stdout == b"line one\nrest"
+    assert NAME in record.errors
+
+
+def test_the_command_runs_in_the_login_shell(fleet):
+    job = classh.SSHJobMan("node1", 'printf %s "$0"', ssh=fleet.ssh_command)
+    job.wait(60)
+    assert job.results["node1"].stdout == pwd.getpwnam(fleet.user).pw_shell.encode()
+
+
+def test_raw_sends_the_command_untouched(tmp_path):
+    recorder = tmp_path / "ssh"
+    recorder.write_text('#!/bin/sh\nfor last; do :; done\nprintf %s "$last"\n')
+    recorder.chmod(0o755)
+    command = "echo 'it''s' \\ {host}"
+    raw = records("h1", command, ssh=str(recorder), raw=True)["h1"]
+    assert raw.stdout == b"echo 'it''s' \\ h1"
+    wrapped = records("h1", command, ssh=str(recorder))["h1"]
+    assert wrapped.stdout.startswith(b"exec sh -c ")
+
+
+def test_a_normal_command_does_not_wait_for_the_watcher(standin):
+    # No fixed sleep: 20 quick hosts through the stand-in take well under the 1 s poll.
+    r = standin("--format", "lines", "echo {host}", "h[1-20]")
+    assert r.rc == 0 and r.elapsed < 5, r
+    assert sorted(r.out.splitlines()) == sorted("h%d: h%d" % (i, i) for i in range(1, 21))
+
+
+# -- login shells ----------------------------------------------------------
+SHELLS = [s for s in ("/bin/bash", "/usr/bin/zsh", "/usr/bin/fish", "/bin/csh") if os.path.exists(s)]
+
+
+@pytest.fixture(scope="module")
+def shell_fleet():
+    """A fleet with one extra login account per shell found here (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: accounts with other login shells")
+    users = {}
+    for shell in SHELLS:
+        user = "classhw" + os.path.basename(shell)
+        try:
+            pwd.getpwnam(user)
+            subprocess.run(["usermod", "-s", shell, "-p", "*", user], check=True)
+        except KeyError:
+            subprocess.run(["useradd", "-m", "-s", shell, "-p", "*", user], check=True)
+        users[shell] = user
+    workdir = tempfile.mkdtemp(prefix="classh-wdfleet-")
+    allow = "AllowUsers %s %s\n" % (TEST_USER, " ".join(users.values()))
+    try:
+        with Fleet(workdir, hosts=5, extra_sshd_config=allow) as fleet:
+            fleet.shell_users = users
+            yield fleet
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_any_login_shell_runs_the_watchdog(shell_fleet, shell, sweep):
+    user = shell_fleet.shell_users[shell]
+    options = classh.Options(ssh=shell_fleet.ssh_command, user=user)
+    ok = records("node1", "echo it\\'s; echo {host}", ssh=shell_fleet.ssh_command, user=user)
+    assert ok["node1"].stdout == b"it's\nnode1\n"
+    mark = marker()
+    sweep.append(mark)
+    results = classh.run("node[1-3]", "sleep " + mark, options.replace(timeout=2))
+    assert all(isinstance(r, classh.Error) for r in results.values()), results
+    assert leftovers(mark) == []
