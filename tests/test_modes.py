@@ -26,7 +26,7 @@ def test_copy_several_sources_and_a_directory(classh, remote_dir, tmp_path):
     (tmp_path / "d" / "e" / "deep").write_text("deep\n")
     (tmp_path / "a").write_text("a\n")
     dest = os.path.join(remote_dir, "{host}")
-    r = classh("-q", "--copy", str(tmp_path / "a"), str(tmp_path / "d"), "--dest", dest, "node1,node2")
+    r = classh("-q", "--copy", str(tmp_path / "a"), "--copy", str(tmp_path / "d"), "--dest", dest, "node1,node2")
     assert r.rc == 0, r
     for host in ("node1", "node2"):
         assert open(os.path.join(remote_dir, host, "a")).read() == "a\n"

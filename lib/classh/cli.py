@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import getpass
 import os
-import re
+import resource
 import shlex
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
-from docopt import DocoptExit, docopt
+from docopt import (DocoptExit, DocoptLanguageError, Tokens, docopt, parse_docstring_sections,
+                    parse_longer, parse_options, parse_shorts)
 
 from . import __version__
 from .display import (ClassicDisplay, GatherDisplay, JsonDisplay, LinesDisplay, Palette,
@@ -16,14 +17,15 @@ from .display import (ClassicDisplay, GatherDisplay, JsonDisplay, LinesDisplay, 
                       use_colour)
 from .interactive import Shell
 from .hostmode import HostRun, TargetSource, is_stream, open_stream, task_maker
-from .options import Options, OptionError, from_env, positive_int
+from .options import MAX_PERSIST, Options, OptionError, from_env, positive_int
 from .results import JsonFile, ResultsDir, ResultsError, prepare_results_dir
 from .routers import RouterError, Routing, make_router
 from .persist import DEFAULT_PERSIST, PersistError, control_dir, sockets_for, sweep_stale
 from .ssh import SshCommand, SshConfigError
 from .supervisor import ListSource, Task
 from .transfer import SlurpSink, TransferError, copy_plan, slurp_command
-from .targets import Resolver, TargetError, resolve
+from .targets import (DEFAULT_MAX_HOSTS, Resolver, Target, TargetError, fold, resolve,
+                      strip_comment)
 
 USAGE = """classh - the Cluster Administrator's ssh.
 
@@ -32,13 +34,8 @@ host's output, errors and exit status.
 
 Usage:
   classh [options] [-x PATTERN]... [-O OPTION]... [-S DEST]... [-E DEST]...
-         COMMAND [TARGET...]
-  classh [options] [-x PATTERN]... [-O OPTION]... [-S DEST]... [-E DEST]...
-         --copy SRC... --dest=PATH [TARGET...]
-  classh [options] [-x PATTERN]... [-O OPTION]... [-S DEST]... [-E DEST]...
-         --slurp=REMOTE --dest=PATH [TARGET...]
-  classh [options] [-x PATTERN]... [-O OPTION]... -i [TARGET...]
-  classh [options] [-x PATTERN]... --close [TARGET...]
+         [--] (-i | --close | --list | --fold | --copy=SRC... --dest=PATH
+               | --slurp=REMOTE --dest=PATH | COMMAND) [--] [TARGET...]
   classh -h | --help
   classh --version
 
@@ -47,11 +44,13 @@ Targets:
   file (an argument with a '/' outside brackets): one pattern a line, '#'
   comments; a pipe such as /dev/stdin is read as lines arrive.
   Names expand ranges: n[1-40,45]  n[01-10]  rack[1-2]n[1-4]  n[1-10/2].
-  With no TARGET, the hosts in $CLASSH_HOSTS are used.
+  With no TARGET, the hosts in $CLASSH_HOSTS are used. No host at all (an
+  empty host file, every host excluded) is an error.
 
 Modes:
-  --copy SRC...                  Push local files and directories into PATH
-                                 (given with --dest) on every host: a
+  --copy SRC                     Push a local file or directory into PATH
+                                 (given with --dest) on every host; one SRC
+                                 per --copy, repeatable. PATH is a
                                  directory, made if needed; but a single
                                  file is written as PATH unless PATH is a
                                  directory there.
@@ -59,6 +58,12 @@ Modes:
                                  every host into PATH/HOST/ here (--dest).
   --dest PATH                    Where --copy and --slurp put files.
   --close                        Close the --persist connections to TARGETs.
+  --list                         Print the hosts a run would reach (after
+                                 host files, ranges, -x, duplicates), one a
+                                 line; run nothing.
+  --fold                         Read host names on stdin and print them
+                                 folded into ranges: n[1-40,45].
+  --count                        With --list or --fold: print how many hosts.
 
 Options:
   -n N, --numjobs N              Run on at most N hosts at a time (default 100).
@@ -94,6 +99,9 @@ Options:
                                  and sudo prompt with it.
   --password-file FILE           Read that password from the first line of
                                  FILE instead.
+  --raw                          Send COMMAND exactly as given, without
+                                 classh's sh watchdog (targets without a
+                                 POSIX shell).
   --sudo                         Run COMMAND under sudo on each host
                                  (--sudo=USER: as USER).
   --sudo-user USER               The same as --sudo=USER.
@@ -145,69 +153,126 @@ class UsageError(Exception):
 def parse(argv: List[str]) -> dict:
     """Parse ``argv`` with the docopt usage (UsageError on bad syntax).
 
-    ``--sudo=USER`` is spelled ``--sudo-user USER`` for docopt, which has no
-    options with optional values.
+    docopt-ng alone decides what every word is. The one thing it cannot
+    express, a long option with an optional value, is spelled out for it
+    first by :func:`spell_optional_values` (which reads ``argv`` with
+    docopt-ng's own tokenizer, so that it cannot disagree with the parse):
+    ``--sudo=USER`` becomes ``--sudo-user=USER`` and a bare ``--persist``
+    becomes ``--persist=300``. A literal ``--`` is dropped from the words.
     """
-    argv = [_respell(word) for word in argv]
+    words = spell_optional_values(argv)
     try:
-        args = docopt(USAGE, argv, default_help=False, version=None)
-    except DocoptExit:
-        raise UsageError("%s (see classh --help)" % explain_bad_arguments(argv)) from None
-    _trim_repeats(args, argv)
-    _drop_double_dash(args)
+        args = docopt(USAGE, words, default_help=False, version=None)
+    except DocoptExit as exc:
+        raise UsageError("%s (see classh --help)" % explain_bad_arguments(words, exc)) from None
+    except DocoptLanguageError as exc:  # an ambiguous stacked short option, say
+        raise UsageError("%s (see classh --help)" % exc) from None
     return args
 
 
-def _drop_double_dash(args: dict) -> None:
-    """docopt keeps a literal ``--`` among the positionals: take it out."""
-    words = ([args["COMMAND"]] if args["COMMAND"] is not None else []) + list(args["TARGET"])
-    if "--" not in words:
-        return
-    words.remove("--")
-    if args["COMMAND"] is not None:
-        args["COMMAND"] = words.pop(0) if words else None
-    args["TARGET"] = words
+#: Long options whose value is optional: (takes ``=VALUE``?, the spelling docopt gets).
+_OPTIONAL_VALUES = {"--sudo": "--sudo-user=%s", "--persist": "--persist=%s"}
 
 
-_REPEATABLE = {"--exclude": "-x", "--ssh-option": "-O", "--success": "-S", "--failure": "-E"}
+def _option_table() -> list:
+    """docopt-ng's own table of the options described in USAGE (a fresh copy)."""
+    sections = parse_docstring_sections(USAGE)
+    return parse_options(sections.before_usage) + parse_options(sections.after_usage)
 
 
-def _trim_repeats(args: dict, argv: List[str]) -> None:
-    """Undo docopt-ng's habit of repeating a repeatable option's last value once per
-    usage pattern that names it: keep as many values as the option was given."""
-    for long, short in _REPEATABLE.items():
-        given = 0
-        for word in argv:
-            if word == "--":
-                break
-            if word == long or word.startswith(long + "=") or word.startswith(short):
-                given += 1
-        if len(args[long]) > given:
-            del args[long][given:]
+def _long_name(word: str, table: list) -> str:
+    """The option a ``--word`` means to docopt-ng (exact name or unique prefix), or the word."""
+    name = word.partition("=")[0]
+    try:
+        option = parse_longer(Tokens([name, "VALUE"]), list(table), argv=True)[0]
+    except (DocoptExit, DocoptLanguageError):
+        return name
+    return option.longer or name
 
 
-def _respell(word: str) -> str:
-    if word.startswith("--sudo="):
-        return "--sudo-user=" + word[len("--sudo="):]
-    if word == "--persist":
+def _looks_like_number(word: str) -> bool:
+    """docopt-ng reads a word such as ``-1`` or ``-.5`` as an argument, not as options."""
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def spell_optional_values(argv: List[str]) -> List[str]:
+    """``argv`` with ``--sudo=USER`` as ``--sudo-user=USER`` and a bare ``--persist`` as
+    ``--persist=300``, wherever docopt-ng's tokenizer reads them as options (not after
+    ``--``, not as another option's value)."""
+    words = list(argv)
+    table = _option_table()
+    at = 0
+    while at < len(words):
+        word = words[at]
+        if word == "--":
+            break
+        is_long = word.startswith("--")
+        if not is_long and (not word.startswith("-") or word == "-" or _looks_like_number(word)):
+            at += 1
+            continue
+        if is_long:
+            words[at] = _respell(word, _long_name(word, table))
+        rest = Tokens(words[at:])
+        try:
+            if is_long:
+                parse_longer(rest, table, argv=True)
+            else:
+                parse_shorts(rest, table)
+        except (DocoptExit, DocoptLanguageError):
+            break  # docopt itself will say what is wrong
+        at = len(words) - len(rest)
+    return words
+
+
+def _respell(word: str, name: str) -> str:
+    """One long option word spelled for docopt (see :func:`spell_optional_values`)."""
+    _, eq, value = word.partition("=")
+    if name == "--sudo" and eq:
+        return "--sudo-user=" + value
+    if name == "--persist" and not eq:
         return "--persist=%d" % DEFAULT_PERSIST
     return word
 
 
-def explain_bad_arguments(argv: List[str]) -> str:
-    """Name the first argument docopt could not place, in words."""
-    known = set(re.findall(r"(?m)^\s+(?:(-\w)[ ,]\S*,? ?)?(--[\w-]+)", USAGE))
-    names = {name for pair in known for name in pair if name}
+def explain_bad_arguments(argv: List[str], exc: DocoptExit) -> str:
+    """Name what docopt could not place, in one line."""
+    message = str(exc).split("\n", 1)[0].strip()
+    if message.endswith(("requires argument", "must not have an argument")):
+        return message  # docopt-ng's own words: "-t requires argument", ...
+    table = _option_table()
+    names = {name for option in table for name in (option.short, option.longer) if name}
     for word in argv:
         if word == "--":
             break
-        if word.startswith("-") and word != "-":
-            name = word.split("=", 1)[0] if word.startswith("--") else word[:2]
+        if word.startswith("--"):
+            name = _long_name(word, table)
             if name not in names:
-                return "unknown option %r" % word
+                return "unknown or ambiguous option %r" % word
+        elif word.startswith("-") and word != "-" and not _looks_like_number(word):
+            for letter in word[1:]:
+                if "-" + letter not in names:
+                    return "unknown option %r in %r" % ("-" + letter, word)
+                if any(o.short == "-" + letter and o.argcount for o in table):
+                    break
+    words = [_long_name(word, table) if word.startswith("--") else word
+             for word in argv[:argv.index("--") if "--" in argv else len(argv)]]
+    modes = sorted(set(word for word in words if word in _MODE_WORDS))
+    if len(modes) > 1:
+        return "%s cannot be used together" % " and ".join(modes)
+    if set(modes) & {"--copy", "--slurp"} and "--dest" not in words:
+        return "%s needs --dest PATH" % modes[0]
+    if "--dest" in words and not set(modes) & {"--copy", "--slurp"}:
+        return "--dest goes with --copy or --slurp"
     if not any(not word.startswith("-") for word in argv):
         return "no COMMAND given"
     return "bad arguments: %s" % " ".join(shlex.quote(word) for word in argv)
+
+
+_MODE_WORDS = ("--copy", "--slurp", "-i", "--interactive", "--close", "--list", "--fold")
 
 
 def build_options(args: dict, environ) -> Options:
@@ -229,23 +294,31 @@ def build_options(args: dict, environ) -> Options:
     values["expand"] = not args["--noexpand"]
     values["sudo"] = bool(args["--sudo"] or args["--sudo-user"])
     values["accept_new_hostkeys"] = args["--accept-new-hostkeys"]
-    values["password"] = read_password(args, environ)
+    values["raw"] = args["--raw"]
     if args["--persist"] is not None:
-        values["persist"] = positive_int("--persist", args["--persist"])
+        values["persist"] = positive_int("--persist", args["--persist"], MAX_PERSIST)
     if args["--max-hosts"] is not None:
         values["max_hosts"] = positive_int("--max-hosts", args["--max-hosts"])
-    return Options(**values)
+    options = Options(**values)  # every value checked before a password is asked for
+    password = read_password(args, environ)
+    return options.replace(password=password) if password is not None else options
 
 
 def read_password(args: dict, environ) -> Optional[str]:
-    """The password from --password-file / $CLASSH_PASSWORD_FILE, or asked once with -P."""
+    """The password from --password-file / $CLASSH_PASSWORD_FILE, or asked once with -P.
+
+    A password file others may read gets a warning; once a password is in
+    memory, core dumps are off (RLIMIT_CORE 0) so that none can hold it.
+    """
     path = args["--password-file"] or environ.get("CLASSH_PASSWORD_FILE")
     if path:
         try:
             with open(path, "rb") as secret:
+                warn_if_readable(path, os.fstat(secret.fileno()).st_mode)
                 line = secret.readline()
         except OSError as exc:
             raise UsageError("cannot read password file %r: %s" % (path, exc.strerror)) from None
+        no_core_dumps()
         return line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
     if not args["--password"]:
         return None
@@ -253,20 +326,51 @@ def read_password(args: dict, environ) -> Optional[str]:
         os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
     except OSError:
         raise UsageError("-P needs a terminal to ask on; use --password-file") from None
+    no_core_dumps()
     return getpass.getpass("Password: ")  # reads /dev/tty, echo off
+
+
+def warn_if_readable(path: str, mode: int) -> None:
+    """One line on stderr when a password file is readable by its group or by others."""
+    if mode & 0o044:
+        who = "everyone" if mode & 0o004 else "its group"
+        sys.stderr.write("classh: warning: password file %r is readable by %s (chmod 600 %s)\n"
+                         % (path, who, shlex.quote(path)))
+
+
+def no_core_dumps() -> None:
+    """No core file may hold the password: RLIMIT_CORE to 0 (soft and hard)."""
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ValueError, OSError):  # pragma: no cover - lowering a limit is always allowed
+        pass
 
 
 def target_args(args: dict, environ) -> List[str]:
     """The TARGET arguments, or $CLASSH_HOSTS split on whitespace."""
-    names = args["TARGET"]
-    if args["--interactive"] and args["COMMAND"]:
-        return [args["COMMAND"]] + names  # with -i there is no COMMAND
-    if names:
-        return names
+    if args["TARGET"]:
+        return list(args["TARGET"])
     hosts = environ.get("CLASSH_HOSTS", "").split()
     if not hosts:
         raise UsageError("no TARGET given and CLASSH_HOSTS is not set")
     return hosts
+
+
+def no_hosts_error(names: List[str], excludes: List[str]) -> UsageError:
+    """The error for targets that name no host at all (as pdsh and clush refuse them)."""
+    text = "no host to run on in TARGET %s" % " ".join(repr(name) for name in names)
+    if excludes:
+        text += " less -x %s" % " ".join(repr(name) for name in excludes)
+    return UsageError(text)
+
+
+def resolve_targets(args: dict, environ, expand: bool, max_hosts: int) -> List:
+    """Every target of the TARGET arguments (host files read whole), less -x; none is an error."""
+    names = target_args(args, environ)
+    targets = resolve(names, args["--exclude"], expand=expand, max_hosts=max_hosts)
+    if not targets:
+        raise no_hosts_error(names, args["--exclude"])
+    return targets
 
 
 def displays(args: dict, out: SafeStream, err: SafeStream, source: TargetSource) -> list:
@@ -276,11 +380,10 @@ def displays(args: dict, out: SafeStream, err: SafeStream, source: TargetSource)
         raise UsageError("unknown --format %r (choose from %s)" % (fmt, ", ".join(FORMATS)))
     observers = []
     if args["--status"]:
-        total = None if source.streams else len(source.queue)
-        observers.append(StatusLine(err, total, enabled=is_terminal(sys.stderr)))
+        observers.append(StatusLine(err, status_total(source), enabled=is_terminal(sys.stderr)))
     if args["--progress"]:
         observers.append(ProgressDisplay(err))
-    if args["--quiet"] or (args["--progress"] and fmt is None):
+    if not shows_per_host(args):
         return observers
     palette = Palette(use_colour(sys.stdout))
     if fmt == "lines":
@@ -293,6 +396,19 @@ def displays(args: dict, out: SafeStream, err: SafeStream, source: TargetSource)
         width = min(40, max((len(t.label) for t in source.queue), default=0))
         observers.append(ClassicDisplay(out, width, palette))
     return observers
+
+
+def shows_per_host(args: dict) -> bool:
+    """True when a per-host display goes to stdout (not -q, not --progress alone)."""
+    return not (args["--quiet"] or (args["--progress"] and args["--format"] is None))
+
+
+def status_total(source: TargetSource) -> Optional[int]:
+    """The hosts --status counts towards: those that will run (not skipped by --resume);
+    None while a stream may bring more."""
+    if source.streams:
+        return None
+    return sum(1 for target in source.queue if target.label not in source.skip)
 
 
 def result_sinks(args: dict, options: Options, source: TargetSource, out: SafeStream) -> list:
@@ -322,23 +438,81 @@ def result_sinks(args: dict, options: Options, source: TargetSource, out: SafeSt
     return sinks
 
 
-def run(argv: List[str], environ=None) -> int:
-    """Run classh with ``argv`` (without the program name); return the exit status."""
+#: Options that only a run shows or saves through (-i shows everything gathered).
+_RUN_OUTPUTS = ("--results", "--json", "--format", "--quiet", "--progress", "--status",
+                "--resume", "--overwrite", "--success", "--failure")
+#: Per mode, the options it cannot use (they would be silently ignored).
+_REFUSED = {
+    "--interactive": _RUN_OUTPUTS + ("--count",),
+    "--close": _RUN_OUTPUTS + ("--count", "--sudo", "--sudo-user", "--raw"),
+}
+_MODE_NAMES = {
+    "run": "a COMMAND (--count goes with --list or --fold)",
+    "--copy": "--copy (--count goes with --list or --fold)",
+    "--slurp": "--slurp (--count goes with --list or --fold)",
+    "--interactive": "-i (it shows every result gathered and saves none)",
+    "--close": "--close (it only ends connections)",
+    "--list": "--list (it only lists hosts)",
+    "--fold": "--fold (it only folds the names on stdin)",
+}
+#: Per listing mode, the only options it uses.
+_ONLY = {
+    "--list": ("--exclude", "--noexpand", "--max-hosts", "--count"),
+    "--fold": ("--count",),
+}
+
+
+def mode_of(args: dict) -> str:
+    """The mode given: --copy, --slurp, --interactive, --close, --list, --fold, or 'run'."""
+    for mode in ("--copy", "--slurp", "--interactive", "--close", "--list", "--fold"):
+        if args[mode]:
+            return mode
+    return "run"
+
+
+def check_mode_options(args: dict, mode: str) -> None:
+    """Refuse options the mode would ignore, naming them (nothing given is dropped silently)."""
+    given = [name for name, value in args.items()
+             if name.startswith("-") and name not in ("--", mode) and value not in (None, False, [])]
+    if mode in _ONLY:
+        refused = [name for name in given if name not in _ONLY[mode]]
+    else:
+        refused = [name for name in _REFUSED.get(mode, ("--count",)) if name in given]
+    if refused:
+        raise UsageError("%s cannot be used with %s" % (", ".join(refused), _MODE_NAMES.get(mode, mode)))
+    if mode == "--fold" and args["TARGET"]:
+        raise UsageError("--fold reads host names on stdin, not TARGETs: %s"
+                         % " ".join(shlex.quote(name) for name in args["TARGET"]))
+
+
+def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
+    """Run classh with ``argv`` (without the program name); return the exit status.
+
+    ``closed`` holds the standard fds (1, 2) that were closed when classh
+    started (now /dev/null): nothing that must write to a closed stdout runs.
+    """
     environ = os.environ if environ is None else environ
     args = parse(argv)
-    if args["--help"]:
-        sys.stdout.write(USAGE)
+    if args["--help"] or args["--version"]:
+        need_stdout(closed, "--help" if args["--help"] else "--version")
+        sys.stdout.write(USAGE if args["--help"] else "classh %s\n" % __version__)
         return 0
-    if args["--version"]:
-        sys.stdout.write("classh %s\n" % __version__)
-        return 0
+    mode = mode_of(args)
+    check_mode_options(args, mode)
+    if mode in ("--list", "--fold"):
+        need_stdout(closed, mode)
+        return list_hosts(args, environ) if mode == "--list" else fold_hosts(args)
     options = build_options(args, environ)
-    if args["--interactive"]:
+    if mode == "--interactive":
+        need_stdout(closed, "-i")
         return interactive(args, environ, options)
-    if args["--close"]:
+    if mode == "--close":
         return close_connections(args, environ, options)
-    command, transfer_sinks, options = mode_command(args, argv, options)
-    source = target_source(args, environ, options, command)
+    if 1 in closed and (shows_per_host(args) or "-" in args["--success"] + args["--failure"]):
+        need_stdout(closed, "the per-host display (-q has none)" if shows_per_host(args) else "-S/-E -")
+    command, transfer_sinks, options = mode_command(args, options)
+    names = target_args(args, environ)
+    source = target_source(args, names, options, command, name_checker(args, options))
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
     observers = (transfer_sinks + result_sinks(args, options, source, out)
                  + displays(args, out, err, source))
@@ -352,6 +526,10 @@ def run(argv: List[str], environ=None) -> int:
     summary = HostRun(source, options, observers, keep=keep).run()
     for problem in summary.input_errors:
         err.write(("classh: %s\n" % problem).encode())
+    if (summary.interrupted_by is None and not summary.tally.total and not source.skipped
+            and not summary.input_errors):
+        err.write(("classh: %s\n" % no_hosts_error(names, args["--exclude"])).encode())
+        return EXIT_USAGE  # a streamed host file that brought no host
     line = summary_line(summary.tally, summary.elapsed, summary.interrupted_by is not None)
     if source.skipped:
         line += " (%d skipped: done before)" % source.skipped
@@ -359,35 +537,85 @@ def run(argv: List[str], environ=None) -> int:
     return summary.exit_status
 
 
-def mode_command(args: dict, argv: List[str], options: Options):
+def need_stdout(closed: frozenset, what: str) -> None:
+    """Refuse to start what writes to stdout when stdout was closed."""
+    if 1 in closed:
+        raise UsageError("stdout is closed, so %s has nowhere to go (redirect it, or use -q -o DIR)"
+                         % what)
+
+
+def mode_command(args: dict, options: Options):
     """(remote command, extra observers, options) for host mode, --copy or --slurp."""
     if args["--copy"]:
-        sources = copy_sources(argv, args)
-        command, archive = copy_plan(sources, args["--dest"])
+        command, archive = copy_plan(list(args["--copy"]), args["--dest"])
         return command, [], options.replace(input=archive)
     if args["--slurp"]:
         return slurp_command(args["--slurp"]), [SlurpSink(args["--dest"])], options
     return args["COMMAND"], [], options
 
 
-def copy_sources(argv: List[str], args: dict) -> List[str]:
-    """The SRC words of ``--copy SRC... --dest PATH`` (docopt files the rest under TARGET)."""
-    start = next(i for i, word in enumerate(argv) if word == "--copy" or word.startswith("--copy="))
-    words = [argv[start][len("--copy="):]] if argv[start].startswith("--copy=") else []
-    for word in argv[start + 1:]:
-        if word.startswith("--dest"):
-            break
-        words.append(word)
-    if not words:
-        raise UsageError("--copy needs at least one SRC before --dest")
-    del args["TARGET"][:len(words) - 1]  # docopt took SRC[0] as --copy's value, the rest as TARGETs
-    return words
+def list_hosts(args: dict, environ) -> int:
+    """``classh --list``: the hosts a run would reach, one a line (or --count: how many)."""
+    max_hosts = DEFAULT_MAX_HOSTS
+    if args["--max-hosts"] is not None:
+        max_hosts = positive_int("--max-hosts", args["--max-hosts"])
+    targets = resolve_targets(args, environ, not args["--noexpand"], max_hosts)
+    if args["--count"]:
+        sys.stdout.write("%d\n" % len(targets))
+    else:
+        sys.stdout.writelines(target.label + "\n" for target in targets)
+    return 0
+
+
+def fold_hosts(args: dict, stdin=None) -> int:
+    """``classh --fold``: host names from stdin (whitespace, commas, ranges, '#' comments)
+    folded into ranges on one line (or --count: how many different hosts)."""
+    stdin = sys.stdin if stdin is None else stdin
+    resolver = Resolver()
+    labels: List[str] = []
+    for number, line in enumerate(stdin, 1):
+        words = ",".join(strip_comment(line).split())
+        labels.extend(t.label for t in resolver.add_line(words, "stdin:%d: " % number))
+    if args["--count"]:
+        sys.stdout.write("%d\n" % len(labels))
+    elif labels:
+        sys.stdout.write(fold(labels) + "\n")
+    return 0
+
+
+def name_checker(args: dict, options: Options) -> Optional[Callable[[Target], None]]:
+    """A check that each target's result files (``host.out``...) fit the file-name limit of
+    the directories they go to (-o, -S/-E directories, --slurp --dest); None without any."""
+    dirs = [options.results] if options.results else []
+    dirs += [dest for dest in args["--success"] + args["--failure"] if os.path.isdir(dest)]
+    if args["--slurp"]:
+        dirs.append(args["--dest"])
+    if not dirs:
+        return None
+    limit = min(name_max(directory) for directory in dirs)
+
+    def check(target: Target) -> None:
+        if len(target.label.encode()) + len(".out") > limit:
+            raise TargetError("host name %r is too long for its result files (%s): file names "
+                              "there hold at most %d bytes" % (target.label, ", ".join(dirs), limit))
+    return check
+
+
+def name_max(path: str) -> int:
+    """The longest file name (bytes) the filesystem of ``path`` (or its nearest existing
+    parent) allows; 255 when it cannot say."""
+    path = os.path.abspath(path)
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        return os.pathconf(path, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def close_connections(args: dict, environ, options: Options) -> int:
     """``classh --close``: end the --persist masters of the targets."""
-    targets = resolve(target_args(args, environ), args["--exclude"],
-                      expand=options.expand, max_hosts=options.max_hosts)
+    targets = resolve_targets(args, environ, options.expand, options.max_hosts)
     directory = control_dir(environ)
     sweep_stale(directory)
     names = os.listdir(directory)
@@ -404,32 +632,31 @@ def close_connections(args: dict, environ, options: Options) -> int:
     return summary.exit_status
 
 
-def target_source(args: dict, environ, options: Options, command: Optional[str]):
-    """The TargetSource for the TARGET arguments: pipes (``/dev/stdin``) are read as lines arrive."""
-    names = target_args(args, environ)
+def target_source(args: dict, names: List[str], options: Options, command: Optional[str],
+                  check: Optional[Callable[[Target], None]] = None) -> TargetSource:
+    """The TargetSource for the TARGET arguments ``names``: pipes (``/dev/stdin``) are read
+    as lines arrive. ``check`` refuses a target (a TargetError) before anything runs, or
+    skips the streamed line that brings it."""
     streamed = [arg for arg in names if is_stream(arg)]
     targets = resolve([arg for arg in names if arg not in streamed], args["--exclude"],
                       expand=options.expand, max_hosts=options.max_hosts)
+    if not targets and not streamed:
+        raise no_hosts_error(names, args["--exclude"])
+    if check is not None:
+        for target in targets:
+            check(target)
     streams = {}
     resolver = None
     if streamed:
-        resolver = Resolver(args["--exclude"], options.expand, options.max_hosts, seen=targets)
+        resolver = Resolver(args["--exclude"], options.expand, options.max_hosts, seen=targets,
+                            check=check)
         streams = {open_stream(path): path for path in dict.fromkeys(streamed)}
     return TargetSource(targets, task_maker(command, options), streams, resolver)
 
 
-_NOT_INTERACTIVE = ("--results", "--json", "--format", "--quiet", "--progress", "--status",
-                    "--resume", "--overwrite", "--success", "--failure")
-
-
 def interactive(args: dict, environ, options: Options) -> int:
     """``classh -i``: the shell over the targets."""
-    given = [name for name in _NOT_INTERACTIVE if args[name]]
-    if given:
-        raise UsageError("-i shows every result gathered and saves none: %s cannot be used with it"
-                         % ", ".join(given))
-    targets = resolve(target_args(args, environ), args["--exclude"],
-                      expand=options.expand, max_hosts=options.max_hosts)
+    targets = resolve_targets(args, environ, options.expand, options.max_hosts)
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
     on_terminal = is_terminal(sys.stdin)
     if on_terminal:
@@ -458,11 +685,36 @@ def _line_reader(on_terminal: bool):
     return read_line
 
 
+def reopen_closed_std_fds() -> frozenset:
+    """Put /dev/null on each of fds 0, 1, 2 that is closed, so that no file classh opens
+    later (a pipe, a result file) takes its number and is inherited by every child as
+    its stdin, stdout or stderr; give Python streams for them. Returns the fds that were
+    closed."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:  # pragma: no cover - the lowest free fd is this one
+                os.dup2(opened, fd)
+                os.close(opened)
+    if sys.stdin is None:
+        sys.stdin = open(0, "r", closefd=False)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
+    return frozenset(closed)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point of the ``classh`` command."""
     argv = sys.argv[1:] if argv is None else argv
+    closed = reopen_closed_std_fds()
     try:
-        status = run(argv)
+        status = run(argv, closed=closed)
     except (UsageError, OptionError, TargetError, SshConfigError, ResultsError, RouterError,
             TransferError, PersistError) as exc:
         sys.stderr.write("classh: %s\n" % exc)

@@ -3,11 +3,13 @@
 Lines starting with ``:`` steer the shell: ``:failed`` narrows the targets to
 the hosts that failed last time, ``:all`` restores them, ``:hosts`` lists
 them, ``:add PATTERN`` and ``:drop PATTERN`` change them, ``:quit`` ends.
-Ctrl-C cancels the running line, not the shell. Without a terminal on stdin
+Ctrl-C cancels the running line, not the shell; any other signal that ends
+a line (SIGTERM: exit 143) ends the shell too. Without a terminal on stdin
 the shell reads commands line by line (no prompt).
 """
 from __future__ import annotations
 
+import signal
 from typing import Callable, List, Optional
 
 from .display import GatherDisplay, SafeStream, summary_line
@@ -72,13 +74,18 @@ class Shell:
                 if not self.meta(line):
                     return self.status
                 continue
-            self.run_line(line)
+            if not self.run_line(line):
+                return self.status
 
-    def run_line(self, command: str) -> None:
-        """Run ``command`` on the current targets; show gathered results and a summary."""
+    def run_line(self, command: str) -> bool:
+        """Run ``command`` on the current targets; show gathered results and a summary.
+
+        False when a signal other than SIGINT ended the line (SIGTERM): the
+        shell ends too, with that signal's status (143).
+        """
         if not self.current:
             self.say("classh: no targets (use :all or :add)")
-            return
+            return True
         failures = _Failures()
         source = TargetSource(self.current, task_maker(command, self.options))
         display = GatherDisplay(self.out, self.palette)
@@ -87,6 +94,7 @@ class Shell:
         self.failed = [by_label[h] for h in failures.hosts if h in by_label]
         self.status = summary.exit_status
         self.say(summary_line(summary.tally, summary.elapsed, summary.interrupted_by is not None))
+        return summary.interrupted_by in (None, signal.SIGINT)
 
     def meta(self, line: str) -> bool:
         """Handle a ``:`` command; False means leave the shell."""

@@ -64,6 +64,9 @@ class Options:
         self.numjobs = positive_int("numjobs", self.numjobs)
         self.timeout = seconds("timeout", self.timeout)
         self.connect_timeout = seconds("connect_timeout", self.connect_timeout)
+        self.max_hosts = positive_int("max_hosts", self.max_hosts)
+        if self.persist is not None:
+            self.persist = positive_int("persist", self.persist, MAX_PERSIST)
         if self.port is not None:
             self.port = port_number(self.port)
         if isinstance(self.ssh_options, str):
@@ -85,36 +88,67 @@ class Options:
         return Options(**values)
 
 
-def positive_int(name: str, value) -> int:
-    """``value`` as an int of at least 1, else OptionError naming it."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise OptionError("%s must be a whole number, not %r" % (name, value)) from None
+#: The longest duration accepted (-t, --connect-timeout): about 23 days, under the
+#: 2**31 milliseconds that one epoll/poll wait can count (the event loop waits that long).
+MAX_SECONDS = 2_000_000
+#: The most seconds --persist may keep a connection (ssh's ControlPersist is an int).
+MAX_PERSIST = 2**31 - 1
+_WHOLE = re.compile(r"[0-9]+", re.ASCII)
+_DECIMAL = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?", re.ASCII)
+
+
+def positive_int(name: str, value, maximum: Optional[int] = None) -> int:
+    """``value`` as an int of at least 1 (and at most ``maximum``), else OptionError naming it.
+
+    Text must be plain decimal digits: ``0x10``, ``1e3``, ``1_000`` and ``''`` are refused.
+    """
+    number = _whole_number(value)
+    if number is None:
+        raise OptionError("%s must be a whole number, not %r" % (name, value))
     if number < 1:
         raise OptionError("%s must be at least 1, not %r" % (name, value))
+    if maximum is not None and number > maximum:
+        raise OptionError("%s must be at most %d, not %r" % (name, maximum, value))
     return number
 
 
+def _whole_number(value) -> Optional[int]:
+    """An int from an int or from decimal digits; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
+        return int(value)
+    return None
+
+
 def seconds(name: str, value) -> Optional[float]:
-    """A duration in seconds; None, 0 or negative mean 'no limit' (None)."""
+    """A duration in seconds; None, 0 or negative mean 'no limit' (None).
+
+    Infinite, NaN, over :data:`MAX_SECONDS` or not a plain decimal number
+    (``inf``, ``1e400``, ``0x10``, ``''``) is an OptionError naming the value.
+    """
     if value is None:
         return None
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value.strip()):
+        raise OptionError("%s must be a number of seconds, not %r" % (name, value))
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise OptionError("%s must be a number of seconds, not %r" % (name, value)) from None
-    if number != number:  # NaN
+    if number != number or isinstance(value, bool):  # NaN
         raise OptionError("%s must be a number of seconds, not %r" % (name, value))
+    if number > MAX_SECONDS:
+        raise OptionError("%s must be at most %d seconds, not %r" % (name, MAX_SECONDS, value))
     return number if number > 0 else None
 
 
 def port_number(value) -> int:
     """A TCP port 1-65535, else OptionError naming it."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise OptionError("port must be a number, not %r" % (value,)) from None
+    number = _whole_number(value)
+    if number is None:
+        raise OptionError("port must be a number, not %r" % (value,))
     if not 1 <= number <= 65535:
         raise OptionError("port %r is outside 1-65535" % (value,))
     return number
@@ -122,7 +156,10 @@ def port_number(value) -> int:
 
 def split_ssh_options(text: str) -> List[str]:
     """Split ``"A=1 -o B=2 -oC=3"`` into ``["A=1", "B=2", "C=3"]``."""
-    words = shlex.split(text)
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise OptionError("cannot split ssh options %r: %s" % (text, exc)) from None
     result = []
     for word in words:
         if word == "-o":

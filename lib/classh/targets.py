@@ -24,7 +24,7 @@ import gc
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 __all__ = [
     "DEFAULT_MAX_HOSTS",
@@ -606,11 +606,15 @@ class Resolver:
     """:func:`resolve` in steps, for targets that arrive over time (a host file that is a pipe).
 
     Each call returns the new targets only: duplicates of earlier ones and
-    excluded ones are dropped; going over ``max_hosts`` is a TargetError.
+    excluded ones are dropped; going over ``max_hosts`` is a TargetError, and
+    so is a new target that ``check`` (a callable) refuses with a TargetError:
+    the whole line is refused.
     """
 
     def __init__(self, excludes: Iterable[str] = (), expand: bool = True,
-                 max_hosts: int = DEFAULT_MAX_HOSTS, seen: Iterable[Target] = ()):
+                 max_hosts: int = DEFAULT_MAX_HOSTS, seen: Iterable[Target] = (),
+                 check: Optional[Callable[[Target], None]] = None):
+        self.check = check
         self.expand = expand
         self.max_hosts = max_hosts
         self._cache: Dict[str, List[str]] = {}
@@ -629,8 +633,15 @@ class Resolver:
         if len(self._seen) + len(new) > self.max_hosts:
             raise TargetError("too many hosts: %r brings the total over the limit of %d "
                               "(--max-hosts)" % (where + line, self.max_hosts))
+        kept = [t for t in new if t.label not in self._full and t.name not in self._bare]
+        if self.check is not None:
+            for target in kept:
+                try:
+                    self.check(target)
+                except TargetError as err:
+                    raise TargetError(where + str(err)) from None
         self._seen.update((t.label, t) for t in new)
-        return [t for t in new if t.label not in self._full and t.name not in self._bare]
+        return kept
 
 
 # ---------------------------------------------------------------------------
