@@ -167,3 +167,107 @@ def test_one_input_buffer_is_shared_by_every_host():
     assert proc.returncode == 0, proc.stderr
     peak_mb = int(proc.stdout.split()[-1])
     assert peak_mb < 120, "peak RSS %d MB: the 20 MB input was copied per host" % peak_mb
+
+
+def python_script(body):
+    """Run ``body`` in a fresh interpreter with classh importable and the stand-in ssh."""
+    code = "import sys, os, signal, time\nsys.path.insert(0, %r)\nimport classh\n" % os.path.join(ROOT, "lib")
+    return subprocess.Popen([sys.executable, "-c", code + textwrap.dedent(body)],
+                            env=base_env({"CLASSH_SSH": STANDIN}), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def marker_processes(marker):
+    found = subprocess.run(["pgrep", "-f", "^" + marker], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+def wait_for_markers(marker, count, limit=10.0):
+    deadline = time.monotonic() + limit
+    while len(marker_processes(marker)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(marker_processes(marker))
+
+
+def test_sigterm_during_run_ends_the_api_call_and_leaves_no_child():
+    proc = python_script("""
+        classh.run("h[1-3]", "sleep 31.4159", classh.Options(ssh=os.environ["CLASSH_SSH"], timeout=60))
+        print("the caller's loop went on")
+    """)
+    assert wait_for_markers("sleep 31.4159", 3) == 3
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == -signal.SIGTERM, err  # the program's own (default) handler ran
+    assert "went on" not in out
+    time.sleep(0.5)
+    assert marker_processes("sleep 31.4159") == []
+
+
+def test_sigterm_with_the_callers_own_handler_runs_it_then_ends_the_call_with_exit_143():
+    proc = python_script("""
+        signal.signal(signal.SIGTERM, lambda s, f: print("caller's handler"))
+        try:
+            classh.run("h[1-3]", "sleep 31.4160", classh.Options(ssh=os.environ["CLASSH_SSH"], timeout=60))
+        except SystemExit as exc:
+            print("SystemExit", exc.code)
+            raise
+        print("the caller's loop went on")
+    """)
+    assert wait_for_markers("sleep 31.4160", 3) == 3
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert out.splitlines() == ["caller's handler", "SystemExit 143"], err
+    assert proc.returncode == 143
+
+
+def test_sshjobman_as_a_context_manager_leaves_no_child_after_an_exception(standin_env):
+    with pytest.raises(ValueError):
+        with classh.SSHJobMan("h[1-3]", "sleep 31.4161") as job:
+            job.poll()
+            assert wait_for_markers("sleep 31.4161", 3) == 3
+            raise ValueError("the caller's own bug")
+    assert job.done()
+    assert marker_processes("sleep 31.4161") == []
+    assert_no_children_left()
+
+
+def test_no_sshjobman_child_outlives_the_interpreter():
+    proc = python_script("""
+        job = classh.SSHJobMan("h[1-3]", "sleep 31.4162")
+        job.poll()
+        time.sleep(1)
+        print("leaving")
+    """)
+    out, err = proc.communicate(timeout=30)
+    assert out == "leaving\n", err
+    time.sleep(0.3)
+    assert marker_processes("sleep 31.4162") == []
+
+
+def test_sighup_ends_the_cli_like_sigterm_with_results_kept(tmp_path):
+    results = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "classh"), "-o", str(results),
+                             "-q", "[ {host} = h1 ] || sleep 31.4163", "h[1-4]"],
+                            env=base_env({"CLASSH_SSH": STANDIN}), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert wait_for_markers("sleep 31.4163", 3) == 3
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 129, err
+    assert (results / "h1.ret").read_text() == "0\n"
+    assert all((results / ("h%d.ret" % i)).read_text() == "interrupted\n" for i in (2, 3, 4))
+    assert len((results / "summary.jsonl").read_text().splitlines()) == 4
+    assert marker_processes("sleep 31.4163") == []
+
+
+def test_an_ignored_sighup_stays_ignored_as_under_nohup(tmp_path):
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "classh"), "-q",
+                             "sleep 1.4164; echo {host} > %s/{host}" % tmp_path, "h[1-2]"],
+                            env=base_env({"CLASSH_SSH": STANDIN}), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert wait_for_markers("sleep 1.4164", 2) == 2
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert sorted(os.listdir(tmp_path)) == ["h1", "h2"]

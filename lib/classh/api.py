@@ -15,6 +15,7 @@ by each target's label (``user@host:port`` with the parts given).
 """
 from __future__ import annotations
 
+import atexit
 import signal
 import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -119,9 +120,23 @@ def _run(hosts: Hosts, command: str, opts, strict: bool, extra: Sequence = (),
     options = options or as_options(opts)
     host_run, collector = _start(targets_of(hosts, options), command, options, extra, keep=keep)
     summary = host_run.run()
-    if summary.interrupted_by == signal.SIGINT:
-        raise KeyboardInterrupt
+    if summary.interrupted_by is not None:
+        _reraise(summary.interrupted_by)
     return {host: outcome(record, strict) for host, record in collector.records.items()}
+
+
+def _reraise(signum: int) -> None:
+    """End an API call that a signal interrupted, once every child is gone.
+
+    SIGINT raises KeyboardInterrupt. SIGTERM and SIGHUP are raised again for
+    the program's own handler (the default one ends the process, as if
+    classh had not been there); if that handler returns, SystemExit(128 +
+    signal) ends the call.
+    """
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    signal.raise_signal(signum)
+    raise SystemExit(128 + signum)
 
 
 def run(hosts: Hosts, cmd: str, opts: Union[None, Options, dict] = None) -> Dict[str, Outcome]:
@@ -153,6 +168,11 @@ class SSHJobMan:
     is over. ``results`` maps each host to its Record as hosts finish.
     Keyword options are those of :class:`Options` (over the ``CLASSH_*``
     environment defaults). Signals are left to the calling program.
+
+    Used as a context manager (``with SSHJobMan(...) as job:``) every child
+    is killed and reaped when the block is left, by an exception too; and
+    no child outlives the interpreter's normal exit (an ``atexit`` hook
+    closes every run still going). Several may be polled in one program.
     """
 
     def __init__(self, hosts: Hosts, cmd: str, **opts):
@@ -161,6 +181,19 @@ class SSHJobMan:
         self.cmd = cmd
         self._run: Optional[HostRun] = None
         self._collector: Optional[_Collector] = None
+
+    def __enter__(self) -> "SSHJobMan":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        """Leaving the ``with`` block, however: every child still running is killed and reaped."""
+        self.close()
+
+    def close(self) -> None:
+        """Kill whatever still runs and wait until every child is reaped."""
+        if self._run is not None and not self.done():
+            self._run.kill()
+            self.wait()
 
     @property
     def results(self) -> Dict[str, Record]:
@@ -173,6 +206,7 @@ class SSHJobMan:
             self._run, self._collector = _start(self.targets, self.cmd, self.options,
                                                 handle_signals=False)
             self._run.start()
+            _LIVE.add(self)
         return self
 
     def poll(self) -> bool:
@@ -196,7 +230,20 @@ class SSHJobMan:
 
     def done(self) -> bool:
         """True once every host has finished (or the run was killed and has ended)."""
-        return self._run is not None and self._run.summary is not None
+        finished = self._run is not None and self._run.summary is not None
+        if finished:
+            _LIVE.discard(self)
+        return finished
+
+
+#: SSHJobMan runs started and not yet seen done: closed at interpreter exit.
+_LIVE: set = set()
+
+
+@atexit.register
+def _close_live_runs() -> None:
+    for job in list(_LIVE):
+        job.close()
 
 
 def copy(hosts: Hosts, src: Union[str, Iterable[str]], dst: str,
