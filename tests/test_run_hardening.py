@@ -271,3 +271,17 @@ def test_an_ignored_sighup_stays_ignored_as_under_nohup(tmp_path):
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert sorted(os.listdir(tmp_path)) == ["h1", "h2"]
+
+
+def test_api_slurp_with_a_results_directory_records_failed_hosts_as_failed(fleet, tmp_path):
+    results_dir = tmp_path / "results"
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    for host in ("node1", "node2"):
+        (dest / host).write_text("in the way\n")  # the remote side succeeds, unpacking fails
+    got = classh.slurp("node[1-2]", "/etc/hostname", str(dest),
+                       classh.Options(ssh=fleet.ssh_command, results=str(results_dir)))
+    assert all(isinstance(r, classh.Error) for r in got.values())
+    for host in ("node1", "node2"):
+        assert (results_dir / (host + ".ret")).read_text().strip() != "0"
+        assert (results_dir / (host + ".out")).read_bytes() == b""  # stdout was the tar stream

@@ -20,10 +20,11 @@ import signal
 import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .hostmode import HostRun, TargetSource, task_maker
+from .hostmode import TargetSource, task_maker
 from .observers import Observer
 from .options import Options, from_env
-from .results import (FAILED, OK, Record, ResultsDir, load_results, prepare_results_dir)
+from .results import FAILED, OK, Record, load_results
+from .run import Run, assemble
 from .targets import Target, resolve
 
 __all__ = ["run", "call", "copy", "slurp", "Options", "Error", "SSHJobMan", "load_results"]
@@ -96,6 +97,8 @@ def outcome(record: Record, strict: bool) -> Outcome:
 
 
 class _Collector(Observer):
+    needs_output = True  # the API hands every host's output back
+
     def __init__(self):
         self.records: Dict[str, Record] = {}
 
@@ -103,22 +106,20 @@ class _Collector(Observer):
         self.records[record.host] = record
 
 
-def _start(targets: List[Target], command: Optional[str], options: Options, extra: Sequence = (),
-           handle_signals: bool = True, keep=None) -> Tuple[HostRun, _Collector]:
+def _start(targets: List[Target], command: Optional[str], options: Options, mode: Sequence = (),
+           handle_signals: bool = True, stdout_is_data: bool = False) -> Tuple[Run, _Collector]:
     collector = _Collector()
-    observers: List[object] = []
-    if options.results:
-        prepare_results_dir(options.results)
-        observers.append(ResultsDir(options.results))
-    observers += list(extra) + [collector]
+    sinks = assemble(options, mode=mode, stdout_is_data=stdout_is_data, views=[collector])
     source = TargetSource(targets, task_maker(command, options))
-    return HostRun(source, options, observers, keep=keep, handle_signals=handle_signals), collector
+    return Run(source, options, sinks.observers, keep=sinks.keep,
+               handle_signals=handle_signals), collector
 
 
-def _run(hosts: Hosts, command: str, opts, strict: bool, extra: Sequence = (),
-         options: Optional[Options] = None, keep=None) -> Dict[str, Outcome]:
+def _run(hosts: Hosts, command: str, opts, strict: bool, mode: Sequence = (),
+         options: Optional[Options] = None, stdout_is_data: bool = False) -> Dict[str, Outcome]:
     options = options or as_options(opts)
-    host_run, collector = _start(targets_of(hosts, options), command, options, extra, keep=keep)
+    host_run, collector = _start(targets_of(hosts, options), command, options, mode,
+                                 stdout_is_data=stdout_is_data)
     summary = host_run.run()
     if summary.interrupted_by is not None:
         _reraise(summary.interrupted_by)
@@ -179,7 +180,7 @@ class SSHJobMan:
         self.options = as_options(opts)
         self.targets = targets_of(hosts, self.options)
         self.cmd = cmd
-        self._run: Optional[HostRun] = None
+        self._run: Optional[Run] = None
         self._collector: Optional[_Collector] = None
 
     def __enter__(self) -> "SSHJobMan":
@@ -260,4 +261,5 @@ def slurp(hosts: Hosts, src: str, dst: str,
     """Pull ``src`` from every host into ``dst/host/basename`` (see ``classh --slurp``)."""
     from .transfer import SlurpSink, slurp_command
     # stdout is the tar stream: written to disk by the sink, never kept in memory.
-    return _run(hosts, slurp_command(src), opts, strict=True, extra=[SlurpSink(dst)], keep=(0, None))
+    return _run(hosts, slurp_command(src), opts, strict=True, mode=[SlurpSink(dst)],
+                stdout_is_data=True)

@@ -228,3 +228,55 @@ class Run:
 def _hook(observer, name: str):
     """``observer.name``, or a no-op for an observer not (yet) built on :class:`Observer`."""
     return getattr(observer, name, None) or (lambda *args: None)
+
+
+#: Bytes of each stream kept in memory per task when a results directory has it all.
+KEEP_WITH_RESULTS = 1 << 20
+
+
+@dataclass
+class Sinks:
+    """The observers of one run and how much output the records must carry.
+
+    Built by :func:`assemble` for the command line and the API alike, so that
+    both put them in the one right order: ``mode`` sinks first (``--slurp``'s
+    sink turns a host whose archive cannot be unpacked into a failure, and
+    everything after it must see that final record), then the results
+    directory, the ``--json`` file, the routers, and last the views
+    (displays, collectors).
+    """
+
+    observers: List[Observer] = field(default_factory=list)
+    keep: object = None
+    skip: set = field(default_factory=set)
+
+
+def assemble(options: Options, *, mode: Sequence[Observer] = (), stdout_is_data: bool = False,
+             resume: bool = False, overwrite: bool = False, json_path: Optional[str] = None,
+             routing: Optional[Observer] = None, views: Sequence[Observer] = ()) -> Sinks:
+    """The observers for a run over ``options``; the results directory is prepared here.
+
+    ``stdout_is_data``: the tasks' stdout is a data stream the mode sinks
+    consume (``--slurp``'s tar stream): never kept in memory nor written to
+    ``host.out``. ``skip`` holds the targets done before (``--resume``).
+    """
+    from .results import JsonFile, ResultsDir, prepare_results_dir
+
+    sinks = Sinks(observers=list(mode))
+    if options.results:
+        sinks.skip = prepare_results_dir(options.results, resume=resume, overwrite=overwrite)
+        sinks.observers.append(ResultsDir(options.results, replace=resume or overwrite,
+                                          stdout=not stdout_is_data))
+    if json_path:
+        sinks.observers.append(JsonFile(json_path, overwrite=overwrite))
+    if routing is not None:
+        sinks.observers.append(routing)
+    sinks.observers += list(views)
+    needs_output = any(getattr(o, "needs_output", False) for o in sinks.observers)
+    if not needs_output:
+        sinks.keep = 0
+    elif options.results and not json_path:
+        sinks.keep = KEEP_WITH_RESULTS  # the files have it all; --json must have it all too
+    if stdout_is_data:
+        sinks.keep = (0, sinks.keep)
+    return sinks
