@@ -121,11 +121,14 @@ Options:
 
 COMMAND may hold {host}, replaced by each target's name.
 
-Destinations (-S, -E): "-" is classh's stdout (host names, one a line); an
-existing directory gets host.out and host.err (and host.ret for -E); an
-executable, or a command line starting with one, is started once through
-the shell and gets host names on its stdin as hosts finish; anything else
-is a file the names are appended to.
+Destinations (-S, -E), in this order: "-" is classh's stdout (host names,
+one a line); "|COMMAND" runs COMMAND (any shell code); an existing directory
+gets host.out and host.err (and host.ret for -E); text with a space is a
+command line whose first word must be a command (else an error); a path
+with a '/' to an executable runs it; anything else, a bare word such as
+"test" included, is a file the names are appended to. A command is started
+once through the shell and gets host names on its stdin as hosts finish;
+one that exits non-zero makes classh's exit status at least 1.
 
 Environment:
   CLASSH_NUMJOBS, CLASSH_TIMEOUT, CLASSH_SSH, CLASSH_SSH_OPTIONS, CLASSH_USER,
