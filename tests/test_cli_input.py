@@ -1,5 +1,5 @@
-"""The command line end to end: spellings that used to be dropped, listing hosts, bad input,
-closed standard streams, -i and SIGTERM, password hygiene.
+"""The command line end to end: listing hosts, bad input, closed standard streams, -i and
+SIGTERM, password hygiene.
 
 Against the real loopback sshd (``classh`` fixture) where ssh matters, with the
 stand-in ssh (``standin``) elsewhere. A stand-in that leaves a mark proves that
@@ -30,60 +30,6 @@ def marking_ssh(tmp_path):
     script.write_text("#!/bin/sh\necho x >> %s\nexec %s \"$@\"\n" % (mark, STANDIN))
     script.chmod(0o755)
     return str(script), mark
-
-
-def hosts_of(out):
-    return sorted(out.split())
-
-
-# item 2: options silently dropped
-
-@pytest.mark.parametrize("spelling", [["-qx", "node2"], ["-q", "--excl", "node2"],
-                                      ["-qxnode2"], ["-q", "--exclude=node2"]])
-def test_stacked_or_abbreviated_exclude_never_runs_on_the_excluded_host(classh, spelling):
-    r = classh(*spelling, "-S", "-", "true", "node[1-3]")
-    assert r.rc == 0, r
-    assert hosts_of(r.out) == ["node1", "node3"]
-    assert "2 hosts" in r.err
-
-
-def test_stacked_exclude_with_the_standin(standin):
-    r = standin("-qx", "n2", "-x", "n4", "-S", "-", "true", "n[1-5]")
-    assert r.rc == 0 and hosts_of(r.out) == ["n1", "n3", "n5"], r
-
-
-def test_stacked_failure_router_writes_its_file(classh, tmp_path):
-    failed = tmp_path / "failed.txt"
-    r = classh("-qE", str(failed), "[ {host} != node2 ]", "node[1-3]")
-    assert r.rc == 5, r
-    assert failed.read_text() == "node2\n"
-
-
-def test_copy_then_a_host_file_takes_the_file_for_targets(classh, remote_dir, tmp_path):
-    src = tmp_path / "app.conf"
-    src.write_text("x=1\n")
-    hosts = tmp_path / "hosts.txt"
-    hosts.write_text("node1\nnode2\n")
-    dest = os.path.join(remote_dir, "{host}.conf")
-    r = classh("-q", "--dest", dest, "--copy", str(src), str(hosts))
-    assert r.rc == 0, r
-    for host in ("node1", "node2"):
-        assert open(os.path.join(remote_dir, host + ".conf")).read() == "x=1\n"
-
-
-def test_copy_with_an_option_between_copy_and_dest(standin, tmp_path):
-    src = tmp_path / "a"
-    src.write_text("a\n")
-    r = standin("-q", "--copy", str(src), "-n", "5", "--dest", str(tmp_path / "{host}.got"), "h1,h2")
-    assert r.rc == 0, r
-    assert (tmp_path / "h1.got").read_text() == (tmp_path / "h2.got").read_text() == "a\n"
-
-
-def test_sudo_user_and_persist_values_reach_the_options():
-    args = cli.parse(["--sudo=root", "--persist", "-q", "true", "h"])
-    options = cli.build_options(args, {})
-    assert options.sudo and options.sudo_user == "root" and options.persist == 300
-    assert cli.build_options(cli.parse(["--raw", "true", "h"]), {}).raw
 
 
 # item 9: listing hosts

@@ -173,10 +173,6 @@ def parse(argv: List[str]) -> dict:
     return args
 
 
-#: Long options whose value is optional: (takes ``=VALUE``?, the spelling docopt gets).
-_OPTIONAL_VALUES = {"--sudo": "--sudo-user=%s", "--persist": "--persist=%s"}
-
-
 def _option_table() -> list:
     """docopt-ng's own table of the options described in USAGE (a fresh copy)."""
     sections = parse_docstring_sections(USAGE)
@@ -512,7 +508,8 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
     if mode == "--close":
         return close_connections(args, environ, options)
     if 1 in closed and (shows_per_host(args) or "-" in args["--success"] + args["--failure"]):
-        need_stdout(closed, "the per-host display (-q has none)" if shows_per_host(args) else "-S/-E -")
+        need_stdout(closed, "the per-host display" if shows_per_host(args) else "-S/-E -",
+                    "redirect it, or use -q -o DIR")
     command, transfer_sinks, options = mode_command(args, options)
     names = target_args(args, environ)
     source = target_source(args, names, options, command, name_checker(args, options))
@@ -540,11 +537,10 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
     return summary.exit_status
 
 
-def need_stdout(closed: frozenset, what: str) -> None:
+def need_stdout(closed: frozenset, what: str, hint: str = "redirect it") -> None:
     """Refuse to start what writes to stdout when stdout was closed."""
     if 1 in closed:
-        raise UsageError("stdout is closed, so %s has nowhere to go (redirect it, or use -q -o DIR)"
-                         % what)
+        raise UsageError("stdout is closed, so %s has nowhere to go (%s)" % (what, hint))
 
 
 def mode_command(args: dict, options: Options):

@@ -14,6 +14,7 @@ from typing import Callable, List, Optional
 
 from .display import GatherDisplay, SafeStream, summary_line
 from .hostmode import HostRun, TargetSource, task_maker
+from .observers import Observer
 from .options import Options
 from .results import Record
 from .targets import Target, TargetError, fold_targets, resolve
@@ -31,7 +32,9 @@ HELP = """Each line runs on every current target; results are shown gathered.
 """
 
 
-class _Failures:
+class _Failures(Observer):
+    """Collects the hosts whose record is not ok (for ``:failed``)."""
+
     def __init__(self):
         self.hosts: List[str] = []
 
