@@ -26,6 +26,7 @@ name (host mode's own replacement, done by ``task_maker``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import posixpath
@@ -35,6 +36,7 @@ import stat
 import tarfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .observers import Observer, SinkError
 from .results import OK, Record, ResultsError, result_path
 
 __all__ = ["TransferError", "copy_plan", "slurp_command", "safe_extract", "SlurpSink",
@@ -189,10 +191,6 @@ def _member_path(name: str) -> str:
     return "/".join(parts)
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def _plan(tar: tarfile.TarFile, root: str) -> List[Tuple[tarfile.TarInfo, str]]:
     """Check every member before anything is written; return (member, relative path) pairs."""
     plan = []
@@ -228,100 +226,173 @@ def _plan(tar: tarfile.TarFile, root: str) -> List[Tuple[tarfile.TarInfo, str]]:
     return plan
 
 
-def _make_parents(root: str, rel: str, created: List[Tuple[str, bool]]) -> str:
-    """Create the missing directories above ``root/rel``; return its parent's real path."""
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_dir(name: str, dir_fd: Optional[int], create: bool = False, mode: int = 0o755,
+              created: Optional[List[Tuple[str, bool]]] = None, shown: str = "") -> int:
+    """An fd for directory ``name`` in ``dir_fd``, never through a symlink (made if ``create``)."""
+    if create:
+        try:
+            os.mkdir(name, mode, dir_fd=dir_fd)
+            if created is not None:
+                created.append((shown, True))
+        except FileExistsError:
+            pass
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise TransferError("%s is not a directory (a symlink or a file)" % shown) from None
+        raise
+
+
+def _walk(root_fd: int, parts: List[str], root: str, create: bool = False,
+          created: Optional[List[Tuple[str, bool]]] = None) -> int:
+    """An fd for ``root/parts...``: each step opened relative to the last with O_NOFOLLOW,
+    so a directory swapped for a link at any time is refused, never followed."""
+    fd = os.dup(root_fd)
     path = root
-    for part in rel.split("/")[:-1]:
-        path = os.path.join(path, part)
-        if not os.path.lexists(path):
-            os.mkdir(path, 0o755)
-            created.append((path, True))
-        elif not os.path.isdir(path):
-            raise TransferError("%s is not a directory" % path)
-    real = os.path.realpath(path)
-    if not _inside(real, root):
-        raise TransferError("%s leads outside %s" % (path, root))
-    return real
+    try:
+        for part in parts:
+            path = os.path.join(path, part)
+            step = _open_dir(part, fd, create, 0o755, created, path)
+            os.close(fd)
+            fd = step
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, rel: str, root: str,
-                    created: List[Tuple[str, bool]], dirs: List[Tuple[str, int]]) -> None:
-    parent = _make_parents(root, rel, created)
-    path = os.path.join(parent, posixpath.basename(rel))
+                    root_fd: int, created: List[Tuple[str, bool]],
+                    dirs: List[Tuple[str, int]]) -> None:
+    parts = rel.split("/")
+    name, path = parts[-1], os.path.join(root, rel)
+    parent = _walk(root_fd, parts[:-1], root, create=True, created=created)
+    try:
+        _make_member(tar, member, name, path, parent, root, root_fd, created)
+        if member.isdir():
+            dirs.append((rel, member.mtime))
+    except OSError as exc:
+        exc.filename, exc.filename2 = path, None  # the full path, for the message
+        raise
+    finally:
+        os.close(parent)
+
+
+def _make_member(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, path: str,
+                 parent: int, root: str, root_fd: int, created: List[Tuple[str, bool]]) -> None:
+    """Write one member as ``name`` in the directory ``parent`` (an fd)."""
     if member.isdir():
-        if not os.path.isdir(path):
-            os.mkdir(path, (member.mode & 0o755) | 0o700)
-            created.append((path, True))
-        dirs.append((path, member.mtime))
+        os.close(_open_dir(name, parent, True, (member.mode & 0o755) | 0o700, created, path))
     elif member.isreg():
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(path, flags, (member.mode & 0o755) | 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+        fd = os.open(name, flags, (member.mode & 0o755) | 0o600, dir_fd=parent)
         created.append((path, False))
         with os.fdopen(fd, "wb") as out:
-            data = tar.extractfile(member)
-            shutil.copyfileobj(data, out, _COPY_SIZE)
-        with contextlib.suppress(OSError):
-            os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
-    elif member.issym():
-        target = os.path.realpath(os.path.join(parent, member.linkname))
+            shutil.copyfileobj(tar.extractfile(member), out, _COPY_SIZE)
+            with contextlib.suppress(OSError):
+                os.utime(out.fileno(), (member.mtime, member.mtime))
+    elif member.issym():  # checked by _plan, and here with the links already made
+        target = os.path.realpath(os.path.join(os.path.dirname(path), member.linkname))
         if not _inside(target, root):
             raise TransferError("archive member %r links outside the directory (to %r)"
                                 % (member.name, member.linkname))
-        os.symlink(member.linkname, path)
+        os.symlink(member.linkname, name, dir_fd=parent)
         created.append((path, False))
     else:  # hard link to an earlier regular member (checked by _plan)
-        os.link(os.path.join(root, _member_path(member.linkname)), path, follow_symlinks=False)
+        source = _member_path(member.linkname).split("/")
+        source_dir = _walk(root_fd, source[:-1], root)
+        try:
+            os.link(source[-1], name, src_dir_fd=source_dir, dst_dir_fd=parent,
+                    follow_symlinks=False)
+        finally:
+            os.close(source_dir)
         created.append((path, False))
 
 
-def _undo(created: List[Tuple[str, bool]]) -> None:
+def _undo(created: List[Tuple[str, bool]], root: str, root_fd: int) -> None:
+    """Remove what was made, newest first, each relative to a fresh O_NOFOLLOW walk."""
     for path, is_dir in reversed(created):
-        with contextlib.suppress(OSError):
-            if is_dir:
-                os.rmdir(path)
-            else:
-                os.unlink(path)
+        parts = os.path.relpath(path, root).split("/")
+        with contextlib.suppress(OSError, TransferError):
+            parent = _walk(root_fd, parts[:-1], root)
+            try:
+                if is_dir:
+                    os.rmdir(parts[-1], dir_fd=parent)
+                else:
+                    os.unlink(parts[-1], dir_fd=parent)
+            finally:
+                os.close(parent)
 
 
-def safe_extract(archive_path: str, directory: str) -> List[str]:
-    """Unpack the uncompressed tar file ``archive_path`` into ``directory``; return the
-    top-level names written.
+def _set_dir_times(dirs: List[Tuple[str, int]], root: str, root_fd: int) -> None:
+    for rel, mtime in reversed(dirs):
+        with contextlib.suppress(OSError, TransferError):
+            fd = _walk(root_fd, rel.split("/"), root)
+            try:
+                os.utime(fd, (mtime, mtime))
+            finally:
+                os.close(fd)
+
+
+def safe_extract(archive_path, directory: str, dir_fd: Optional[int] = None) -> List[str]:
+    """Unpack the uncompressed tar file ``archive_path`` (a path, or a binary file object)
+    into ``directory`` (or, with ``dir_fd``, the directory that fd is open on, ``directory``
+    then naming it in messages); return the top-level names written.
 
     Every member is checked before anything is written: absolute paths,
     ``..`` components, symlinks pointing outside ``directory``, hard links to
     anything but an earlier file of the archive, and devices, fifos and other
     special files are refused, and so is any member whose path exists already
     (only directories are merged: an existing file is never replaced). While
-    unpacking, no file is written through a symlink leading outside. Owners
+    unpacking, nothing is written through a symlink, whenever it appeared:
+    every directory is opened relative to its parent's fd with
+    ``O_NOFOLLOW`` and every file is made with ``O_EXCL | O_NOFOLLOW``. Owners
     are never set; setuid/setgid/sticky and group/other write bits are dropped.
     On any failure what was written is removed again and TransferError says
     why (the same on every Python version; tarfile's own filters are unused).
     """
-    root = os.path.realpath(directory)
+    root = directory if dir_fd is not None else os.path.realpath(directory)
     created: List[Tuple[str, bool]] = []
+    root_fd = -1
+    plan: List[Tuple[tarfile.TarInfo, str]] = []
     try:
-        with tarfile.open(archive_path, mode="r:") as tar:
+        root_fd = os.dup(dir_fd) if dir_fd is not None else os.open(root, _DIR_FLAGS)
+        if isinstance(archive_path, (str, bytes, os.PathLike)):
+            opened = tarfile.open(archive_path, mode="r:")
+        else:
+            opened = tarfile.open(fileobj=archive_path, mode="r:")
+        with opened as tar:
             plan = _plan(tar, root)
             dirs: List[Tuple[str, int]] = []
             for member, rel in plan:
-                _extract_member(tar, member, rel, root, created, dirs)
-            for path, mtime in reversed(dirs):
-                with contextlib.suppress(OSError):
-                    os.utime(path, (mtime, mtime))
+                _extract_member(tar, member, rel, root, root_fd, created, dirs)
+            _set_dir_times(dirs, root, root_fd)
     except TransferError:
-        _undo(created)
+        _undo(created, root, root_fd)
         raise
     except tarfile.TarError as exc:
-        _undo(created)
+        _undo(created, root, root_fd)
         raise TransferError("bad tar archive: %s" % exc) from None
     except OSError as exc:
-        _undo(created)
+        _undo(created, root, root_fd)
         name = exc.filename2 or exc.filename
         if isinstance(exc, FileExistsError):
             raise TransferError("%s exists: classh never overwrites a file"
                                 % (name or "a path")) from None
         where = " %s:" % name if name else ""
         raise TransferError("cannot unpack:%s %s" % (where, exc.strerror or exc)) from None
+    finally:
+        if root_fd >= 0:
+            os.close(root_fd)
     if not plan:
         raise TransferError("the archive is empty")
     return sorted({rel.split("/", 1)[0] for _, rel in plan})
@@ -330,23 +401,35 @@ def safe_extract(archive_path: str, directory: str) -> List[str]:
 # -- the sink -------------------------------------------------------------------------
 
 class _Pending:
-    __slots__ = ("directory", "path", "fd", "created", "error")
+    """One host's slurp in progress: its directory (and fd), the temporary archive's fd."""
+
+    __slots__ = ("directory", "path", "dir_fd", "fd", "created", "error")
 
     def __init__(self):
         self.directory: Optional[str] = None
         self.path: Optional[str] = None
+        self.dir_fd = -1
         self.fd = -1
         self.created = False
         self.error: Optional[str] = None
 
     def close(self) -> None:
+        """Close the archive's fd (never raises)."""
         if self.fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = -1
 
+    def release(self) -> None:
+        """Close every fd (never raises)."""
+        self.close()
+        if self.dir_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.dir_fd)
+            self.dir_fd = -1
 
-class SlurpSink:
+
+class SlurpSink(Observer):
     """Observer unpacking each host's slurped tar stream into ``dest_dir/host/``.
 
     ``started`` creates ``dest_dir/host/`` and a temporary ``PARTIAL_NAME``
@@ -359,6 +442,11 @@ class SlurpSink:
     removed, and so is the host directory when this sink created it and
     nothing was unpacked. ``record.stdout`` is emptied (it would hold tar
     bytes) and ``record.extra["slurped"]`` lists the top-level paths written.
+
+    Nothing is written through a symlink: an existing ``dest_dir/host`` that
+    is a link (or not a directory) fails the host, and everything is made
+    relative to fds of the directories, opened with ``O_NOFOLLOW``. A write
+    error on the temporary file raises :class:`SinkError` for the host.
 
     Put it before any observer that reads records (displays, result files),
     since those must see the final status.
@@ -373,6 +461,8 @@ class SlurpSink:
             raise TransferError("%s exists and is not a directory" % dest_dir)
         try:
             os.makedirs(dest_dir, exist_ok=True)
+            self._dest_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY
+                                    | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
             raise TransferError("cannot create %s: %s" % (dest_dir, exc.strerror)) from None
         self.dest_dir = dest_dir
@@ -390,20 +480,23 @@ class SlurpSink:
         pending = self._pending[task.key] = _Pending()
         try:
             pending.directory = self.host_dir(task.key)
+            name = os.path.basename(pending.directory)
             try:
-                os.mkdir(pending.directory, 0o755)
+                os.mkdir(name, 0o755, dir_fd=self._dest_fd)
                 pending.created = True
             except FileExistsError:
-                if not os.path.isdir(pending.directory):
-                    raise TransferError("%s exists and is not a directory"
-                                        % pending.directory) from None
+                pass
+            pending.dir_fd = _open_dir(name, self._dest_fd, shown=pending.directory)
             pending.path = os.path.join(pending.directory, PARTIAL_NAME)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-            pending.fd = os.open(pending.path, flags, 0o600)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(PARTIAL_NAME, dir_fd=pending.dir_fd)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+            pending.fd = os.open(PARTIAL_NAME, flags, 0o600, dir_fd=pending.dir_fd)
         except TransferError as exc:
             pending.error = str(exc)
         except OSError as exc:
-            pending.error = "cannot write %s: %s" % (exc.filename or self.dest_dir, exc.strerror)
+            pending.error = "cannot write %s: %s" % (pending.path or pending.directory
+                                                     or self.dest_dir, exc.strerror)
 
     def output(self, task, fd: int, data: bytes) -> None:
         """Append stdout (fd 1) to the host's temporary archive; ignore stderr."""
@@ -419,6 +512,7 @@ class SlurpSink:
         except OSError as exc:
             pending.error = "cannot write %s: %s" % (pending.path, exc.strerror)
             pending.close()
+            raise SinkError(pending.path, exc, task.key) from exc
 
     def finished(self, task, record: Record) -> None:
         """Unpack the archive of a host that exited 0 (or fail it), then clean up."""
@@ -435,7 +529,7 @@ class SlurpSink:
                 self._fail(record, pending.error)
                 return
             try:
-                names = safe_extract(pending.path, pending.directory)
+                names = self._extract(pending)
             except TransferError as exc:
                 self._fail(record, str(exc))
             else:
@@ -444,23 +538,36 @@ class SlurpSink:
             self._clean(pending)
 
     @staticmethod
+    def _extract(pending: _Pending) -> List[str]:
+        try:
+            fd = os.open(PARTIAL_NAME, os.O_RDONLY | _NOFOLLOW, dir_fd=pending.dir_fd)
+        except OSError as exc:
+            raise TransferError("cannot read %s: %s" % (pending.path, exc.strerror)) from None
+        with os.fdopen(fd, "rb") as archive:
+            return safe_extract(archive, pending.directory, dir_fd=pending.dir_fd)
+
+    @staticmethod
     def _fail(record: Record, reason: str) -> None:
         record.error = " ".join(reason.split())  # one line
         if record.exitcode == 0:
             record.exitcode = 1
 
-    @staticmethod
-    def _clean(pending: _Pending) -> None:
-        if pending.path:
+    def _clean(self, pending: _Pending) -> None:
+        if pending.dir_fd >= 0:
             with contextlib.suppress(OSError):
-                os.unlink(pending.path)
+                os.unlink(PARTIAL_NAME, dir_fd=pending.dir_fd)
         if pending.created:
-            with contextlib.suppress(OSError):
-                os.rmdir(pending.directory)  # only when empty: nothing was unpacked
+            with contextlib.suppress(OSError):  # only when empty: nothing was unpacked
+                os.rmdir(os.path.basename(pending.directory), dir_fd=self._dest_fd)
+        pending.release()
 
     def close(self) -> None:
-        """Drop the temporary files of hosts that never finished (an aborted run)."""
+        """Drop the temporary files of hosts that never finished (an aborted run); close
+        every fd (never raises)."""
         for pending in self._pending.values():
-            pending.close()
             self._clean(pending)
         self._pending.clear()
+        if self._dest_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._dest_fd)
+            self._dest_fd = -1
