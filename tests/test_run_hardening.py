@@ -285,3 +285,20 @@ def test_api_slurp_with_a_results_directory_records_failed_hosts_as_failed(fleet
     for host in ("node1", "node2"):
         assert (results_dir / (host + ".ret")).read_text().strip() != "0"
         assert (results_dir / (host + ".out")).read_bytes() == b""  # stdout was the tar stream
+
+
+def test_a_timer_weeks_away_does_not_overflow_the_selector():
+    from classh.loop import EventLoop
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"x")
+    seen = []
+    try:
+        with EventLoop() as loop:
+            loop.call_later(40 * 86400, lambda: None)
+            loop.add_reader(read_end, lambda: seen.append(os.read(read_end, 1)))
+            loop.run_once()  # epoll raised OverflowError for waits of 2**31 ms and more
+            loop.remove_reader(read_end)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert seen == [b"x"]

@@ -30,6 +30,8 @@ from typing import Callable, Dict, List, Optional
 __all__ = ["EventLoop", "Timer", "read_ready"]
 
 POLL_INTERVAL = 0.05
+#: The longest single wait: a later timer just means waking up once more.
+MAX_WAIT = 86400.0
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 
@@ -290,6 +292,8 @@ class EventLoop:
             timeout = POLL_INTERVAL if timeout is None else min(timeout, POLL_INTERVAL)
         if self.children_may_have_exited or self.pending_signals:
             timeout = 0.0  # another loop drained the wakeup pipe for us
+        if timeout is not None:
+            timeout = min(timeout, MAX_WAIT)  # epoll refuses waits of 2**31 ms and more
         return timeout
 
     # -- children ------------------------------------------------------
