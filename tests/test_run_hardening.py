@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -302,3 +303,78 @@ def test_a_timer_weeks_away_does_not_overflow_the_selector():
         os.close(read_end)
         os.close(write_end)
     assert seen == [b"x"]
+
+
+# -- end to end: sinks that fail, routers that fail or must be stopped (real sshd) --------
+
+@pytest.fixture
+def tiny_fs():
+    """A 1 MiB tmpfs, mounted and unmounted here (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path = tempfile.mkdtemp(prefix="classh-tinyfs-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", path], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", path], check=False)
+        os.rmdir(path)
+
+
+def test_disk_full_on_one_hosts_output_fails_that_host_and_the_others_finish(classh, tiny_fs):
+    results = os.path.join(tiny_fs, "r")
+    r = classh("-o", results, "-q",
+               "if [ {host} = node1 ]; then head -c 3000000 /dev/zero; else echo hi; fi", "node[1-3]")
+    assert r.rc == 1, r
+    assert "internal error" not in r.err
+    assert "node1.out" in r.err and "No space left on device" in r.err
+    for host in ("node2", "node3"):
+        with open(os.path.join(results, host + ".ret")) as ret:
+            assert ret.read() == "0\n"
+    with open(os.path.join(results, "node1.ret")) as ret:
+        assert ret.read() != "0\n"  # --resume will run it again
+
+
+def test_a_display_that_cannot_be_written_ends_the_run_with_one_line(fleet):
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "classh"), "echo hi; sleep 1.4165",
+                               "node[1-3]"], env=base_env({"CLASSH_SSH": fleet.ssh_command}),
+                              stdout=full, stderr=subprocess.PIPE, timeout=60)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "internal error" not in err
+    assert "No space left on device" in err and "stdout" in err
+    assert marker_processes("sleep 1.4165") == []
+
+
+def test_a_failed_later_stage_makes_the_exit_status_fail_like_pipefail(classh):
+    stage = "%s %s -q 'exit 7' /dev/stdin" % (sys.executable, os.path.join(ROOT, "classh"))
+    r = classh("-q", "-S", stage, "true", "node1")
+    assert r.rc == 1, r
+    assert "exited with status 5" in r.err and "-S" in r.err
+
+
+def test_a_signal_while_waiting_for_a_router_reaches_it(fleet):
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "classh"), "-q", "-S", "sleep 72.4166",
+                             "true", "node1"], env=base_env({"CLASSH_SSH": fleet.ssh_command}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert wait_for_markers("sleep 72.4166", 1, limit=30) == 1
+    time.sleep(0.5)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=10)
+    assert time.monotonic() - started < 3
+    assert proc.returncode == 143
+    assert marker_processes("sleep 72.4166") == []
+
+
+def test_a_streamed_host_never_overwrites_a_file_in_a_router_directory(classh, tmp_path):
+    routed = tmp_path / "ok"
+    routed.mkdir()
+    (routed / "node1.out").write_text("precious\n")
+    r = classh("-o", str(tmp_path / "r"), "-q", "-S", str(routed), "echo new", "/dev/stdin",
+               input=b"node1\nnode2\n")
+    assert (routed / "node1.out").read_text() == "precious\n"
+    assert (routed / "node2.out").read_text() == "new\n"
+    assert r.rc == 1, r
+    assert "node1.out" in r.err

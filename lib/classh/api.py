@@ -109,7 +109,8 @@ class _Collector(Observer):
 def _start(targets: List[Target], command: Optional[str], options: Options, mode: Sequence = (),
            handle_signals: bool = True, stdout_is_data: bool = False) -> Tuple[Run, _Collector]:
     collector = _Collector()
-    sinks = assemble(options, mode=mode, stdout_is_data=stdout_is_data, views=[collector])
+    sinks = assemble(options, mode=mode, stdout_is_data=stdout_is_data,
+                     views=lambda skip: [collector])
     source = TargetSource(targets, task_maker(command, options))
     return Run(source, options, sinks.observers, keep=sinks.keep,
                handle_signals=handle_signals), collector

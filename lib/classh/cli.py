@@ -16,9 +16,11 @@ from .display import (ClassicDisplay, GatherDisplay, JsonDisplay, LinesDisplay, 
                       ProgressDisplay, SafeStream, StatusLine, is_terminal, summary_line,
                       use_colour)
 from .interactive import Shell
-from .hostmode import HostRun, TargetSource, is_stream, open_stream, task_maker
+from .hostmode import TargetSource, is_stream, open_stream, task_maker
+from .observers import SinkError
 from .options import MAX_PERSIST, Options, OptionError, from_env, positive_int
-from .results import JsonFile, ResultsDir, ResultsError, prepare_results_dir
+from .results import ResultsError
+from .run import EXIT_CLASSH, EXIT_USAGE, Run, RunSummary, assemble
 from .routers import RouterError, Routing, make_router
 from .persist import DEFAULT_PERSIST, PersistError, control_dir, sockets_for, sweep_stale
 from .ssh import SshCommand, SshConfigError
@@ -143,10 +145,6 @@ Exit status:
 """
 
 FORMATS = ("classic", "lines", "gather", "json")
-#: Bytes of each stream kept in memory per host when output goes to a results directory.
-KEEP_WITH_RESULTS = 1 << 20
-EXIT_CLASSH = 1
-EXIT_USAGE = 2
 
 
 class UsageError(Exception):
@@ -410,31 +408,19 @@ def status_total(source: TargetSource) -> Optional[int]:
     return sum(1 for target in source.queue if target.label not in source.skip)
 
 
-def result_sinks(args: dict, options: Options, source: TargetSource, out: SafeStream) -> list:
-    """Results directory, --json file and -S/-E routing observers.
-
-    Everything is checked before anything runs: a refused destination leaves
-    no file behind. With --resume, hosts already done are marked to skip.
-    """
-    sinks = []
-    directory = options.results
-    resume, overwrite = args["--resume"], args["--overwrite"]
-    if resume and not directory:
-        raise UsageError("--resume needs a results directory (-o DIR)")
-    success = [make_router(dest, False, out, directory) for dest in args["--success"]]
-    failure = [make_router(dest, True, out, directory) for dest in args["--failure"]]
-    routing = Routing(success, failure) if success or failure else None
-    if directory:
-        source.skip = prepare_results_dir(directory, resume=resume, overwrite=overwrite)
-    if routing:
-        routing.check([t.label for t in source.queue if t.label not in source.skip])
-    if directory:
-        sinks.append(ResultsDir(directory, replace=resume or overwrite, stdout=not args["--slurp"]))
-    if args["--json"]:
-        sinks.append(JsonFile(args["--json"], overwrite=overwrite))
-    if routing:
-        sinks.append(routing)
-    return sinks
+def routing_for(args: dict, options: Options, source: TargetSource, out: SafeStream):
+    """A function making the -S/-E routing observer (or None) once the hosts to skip are known;
+    it refuses destinations that would overwrite results of the hosts to run."""
+    def make(skip: set) -> Optional[Routing]:
+        directory = options.results
+        success = [make_router(dest, False, out, directory) for dest in args["--success"]]
+        failure = [make_router(dest, True, out, directory) for dest in args["--failure"]]
+        if not (success or failure):
+            return None
+        routing = Routing(success, failure)
+        routing.check([t.label for t in source.queue if t.label not in skip])
+        return routing
+    return make
 
 
 #: Options that only a run shows or saves through (-i shows everything gathered).
@@ -514,26 +500,40 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
     names = target_args(args, environ)
     source = target_source(args, names, options, command, name_checker(args, options))
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
-    observers = (transfer_sinks + result_sinks(args, options, source, out)
-                 + displays(args, out, err, source))
-    keep = None
-    if not any(getattr(o, "needs_output", False) for o in observers):
-        keep = 0
-    elif options.results and not args["--json"]:
-        keep = KEEP_WITH_RESULTS  # the files have it all; --json must have it all too
-    if transfer_sinks:
-        keep = (0, keep)  # --slurp: stdout is the tar stream, on disk only
-    summary = HostRun(source, options, observers, keep=keep).run()
-    for problem in summary.input_errors:
-        err.write(("classh: %s\n" % problem).encode())
-    if (summary.interrupted_by is None and not summary.tally.total and not source.skipped
-            and not summary.input_errors):
-        err.write(("classh: %s\n" % no_hosts_error(names, args["--exclude"])).encode())
-        return EXIT_USAGE  # a streamed host file that brought no host
-    line = summary_line(summary.tally, summary.elapsed, summary.interrupted_by is not None)
-    if source.skipped:
-        line += " (%d skipped: done before)" % source.skipped
-    err.write((line + "\n").encode())
+    if args["--resume"] and not options.results:
+        raise UsageError("--resume needs a results directory (-o DIR)")
+
+    def views(skip: set) -> list:
+        source.skip = skip
+        return displays(args, out, err, source)
+
+    sinks = assemble(options, mode=transfer_sinks, stdout_is_data=bool(args["--slurp"]),
+                     resume=args["--resume"], overwrite=args["--overwrite"],
+                     json_path=args["--json"], routing=routing_for(args, options, source, out),
+                     views=views)
+    summary = Run(source, options, sinks.observers, keep=sinks.keep).run()
+    return report(summary, source, names, args, err)
+
+
+def report(summary: RunSummary, source: TargetSource, names: List[str], args: dict,
+           err: SafeStream) -> int:
+    """Say on stderr what went wrong beside the hosts, and the summary line; the exit status.
+
+    A stderr that cannot be written any more (the terminal hung up) only loses these lines.
+    """
+    try:
+        for problem in summary.problems:
+            err.write(("classh: %s\n" % problem).encode())
+        if (summary.interrupted_by is None and not summary.tally.total and not source.skipped
+                and not summary.input_errors and not summary.fatal):
+            err.write(("classh: %s\n" % no_hosts_error(names, args["--exclude"])).encode())
+            return EXIT_USAGE  # a streamed host file that brought no host
+        line = summary_line(summary.tally, summary.elapsed, summary.interrupted_by is not None)
+        if source.skipped:
+            line += " (%d skipped: done before)" % source.skipped
+        err.write((line + "\n").encode())
+    except SinkError:
+        pass
     return summary.exit_status
 
 
@@ -625,7 +625,7 @@ def close_connections(args: dict, environ, options: Options) -> int:
     if not tasks:
         err.write(b"classh: no open connections to close\n")
         return 0
-    summary = HostRun(ListSource(tasks), options, keep=0).run()
+    summary = Run(ListSource(tasks), options, keep=0).run()
     err.write(("classh: closed %d of %d connections in %.1f s\n" % (
         summary.tally.counts["ok"], summary.tally.total, summary.elapsed)).encode())
     return summary.exit_status

@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from .loop import EventLoop
 from .observers import Observer, SinkError
@@ -36,8 +36,7 @@ class RunSummary:
 
     ``fatal`` is the error of a sink every host needed (the run stopped
     there); ``sink_errors`` name the hosts' own files that could not be
-    written; ``router_failures`` the ``-S``/``-E`` commands that failed, as
-    ``(message, exit status)``.
+    written; ``router_failures`` the ``-S``/``-E`` commands that failed.
     """
 
     tally: Tally
@@ -55,8 +54,9 @@ class RunSummary:
 
         128 + signal when interrupted (130, 143, 129); 1 when a sink failed
         (classh could not keep a result); 2 when streamed targets were bad;
-        then, as ``set -o pipefail`` does, the status of the last failed
-        ``-S``/``-E`` command, else the hosts' status (4, 3, 5 or 0).
+        else the hosts' status (4, 3, 5 or 0), except that a failed
+        ``-S``/``-E`` command turns a 0 into 1, as ``set -o pipefail`` makes a
+        pipeline fail when a later stage does.
         """
         if self.interrupted_by is not None:
             return 128 + self.interrupted_by
@@ -64,15 +64,16 @@ class RunSummary:
             return EXIT_CLASSH
         if self.input_errors:
             return EXIT_USAGE
-        if self.router_failures:
-            return self.router_failures[-1][1]
-        return self.tally.exit_status()
+        status = self.tally.exit_status()
+        if status == 0 and self.router_failures:
+            return EXIT_CLASSH
+        return status
 
     @property
     def problems(self) -> List[str]:
         """One line for each thing that went wrong beside the hosts' own results."""
         lines = list(self.input_errors) + list(self.sink_errors)
-        lines += [message for message, _ in self.router_failures]
+        lines += list(self.router_failures)
         if self.fatal:
             lines.append("stopped: " + self.fatal)
         return lines
@@ -113,6 +114,7 @@ class Run:
         self._tally = _Tally()
         self._started = 0.0
         self._close_errors: List[str] = []
+        self._late_signal: Optional[int] = None
 
     def run(self) -> RunSummary:
         """Run to the end (or until interrupted) and summarise."""
@@ -154,13 +156,21 @@ class Run:
             return True
         try:
             if not self.supervisor.done():
-                self._loop.run_once(timeout)
+                self._run_once(timeout)
             if self.supervisor.done():
                 self._end()
         except BaseException:
             self._teardown()
             raise
         return self.summary is not None
+
+    def _run_once(self, timeout: Optional[float]) -> None:
+        """One round of the loop; a sink failing in a loop callback (a display
+        draining into a slow pipe, a pipeline router) is handled like any sink error."""
+        try:
+            self._loop.run_once(timeout)
+        except SinkError as exc:
+            self.supervisor.sink_failed(exc)
 
     def kill(self, key: Optional[str] = None) -> None:
         """Kill one running task (by key) or, with no key, end the whole run."""
@@ -181,12 +191,14 @@ class Run:
                     self._close_errors.append(str(exc))
             if self.handle_signals:  # a signal now goes to the routers still running
                 self._handle_signals(self._forward_signal)
-            loop.run_until(lambda: not any(getattr(o, "busy", False) for o in self.observers))
+            while any(getattr(o, "busy", False) for o in self.observers):
+                self._run_once(None)
         finally:
             loop.close()
         self.summary = self._summarise()
 
     def _forward_signal(self, signum: int) -> None:
+        self._late_signal = signum  # the run ends as interrupted all the same
         for observer in self.observers:
             if getattr(observer, "busy", False):
                 _hook(observer, "signal")(signum)
@@ -219,7 +231,8 @@ class Run:
         for observer in self.observers:
             failures += observer.failures() if hasattr(observer, "failures") else []
         return RunSummary(
-            self._tally.tally, time.monotonic() - self._started, supervisor.interrupted_by,
+            self._tally.tally, time.monotonic() - self._started,
+            supervisor.interrupted_by if supervisor.interrupted_by is not None else self._late_signal,
             supervisor.numjobs, list(getattr(self.source, "errors", ())),
             fatal=supervisor.fatal, sink_errors=supervisor.sink_errors + self._close_errors,
             router_failures=failures)
@@ -253,25 +266,30 @@ class Sinks:
 
 def assemble(options: Options, *, mode: Sequence[Observer] = (), stdout_is_data: bool = False,
              resume: bool = False, overwrite: bool = False, json_path: Optional[str] = None,
-             routing: Optional[Observer] = None, views: Sequence[Observer] = ()) -> Sinks:
+             routing: Optional[Callable[[set], Optional[Observer]]] = None,
+             views: Callable[[set], Sequence[Observer]] = lambda skip: ()) -> Sinks:
     """The observers for a run over ``options``; the results directory is prepared here.
 
     ``stdout_is_data``: the tasks' stdout is a data stream the mode sinks
     consume (``--slurp``'s tar stream): never kept in memory nor written to
     ``host.out``. ``skip`` holds the targets done before (``--resume``).
+    ``routing`` and ``views`` are called with ``skip`` once the results
+    directory was accepted, so a refused run creates no router file.
     """
     from .results import JsonFile, ResultsDir, prepare_results_dir
 
     sinks = Sinks(observers=list(mode))
     if options.results:
         sinks.skip = prepare_results_dir(options.results, resume=resume, overwrite=overwrite)
+    router = routing(sinks.skip) if routing is not None else None
+    if options.results:
         sinks.observers.append(ResultsDir(options.results, replace=resume or overwrite,
                                           stdout=not stdout_is_data))
     if json_path:
         sinks.observers.append(JsonFile(json_path, overwrite=overwrite))
-    if routing is not None:
-        sinks.observers.append(routing)
-    sinks.observers += list(views)
+    if router is not None:
+        sinks.observers.append(router)
+    sinks.observers += list(views(sinks.skip))
     needs_output = any(getattr(o, "needs_output", False) for o in sinks.observers)
     if not needs_output:
         sinks.keep = 0

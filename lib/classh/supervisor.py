@@ -254,20 +254,27 @@ class Supervisor:
             try:
                 hook(*args)
             except SinkError as exc:
-                self._sink_failed(hook.__self__, exc, child)
+                self.sink_failed(exc, hook.__self__, child)
 
-    def _sink_failed(self, observer, exc: SinkError, child: Optional[_Child]) -> None:
+    def sink_failed(self, exc: SinkError, observer=None, child: Optional[_Child] = None) -> None:
+        """Handle a sink's write error: a host's own file fails that host; anything
+        else (``exc.host`` None) stops the run, and ``observer`` gets nothing more."""
         if exc.host is None:
-            self._observers.remove(observer)  # it can take nothing more
-            self._bind_hooks()
+            if observer in self._observers:
+                self._observers.remove(observer)  # it can take nothing more
+                self._bind_hooks()
             self.stop(str(exc))
             return
         self.sink_errors.append(str(exc))
-        if child is not None and child.state == _Child.RUNNING:
+        if child is None:
+            child = next((c for c in self._running.values() if c.task.key == exc.host), None)
+        if child is not None and child.state != _Child.FINISHED:
+            # Failed before its record goes out, so no sink writes it as a success.
             child.muted = True
             child.record.error = str(exc)
             child.record.interrupted = True
-            self._terminate(child.pid, signal.SIGTERM)
+            if child.state == _Child.RUNNING:
+                self._terminate(child.pid, signal.SIGTERM)
 
     # -- starting ------------------------------------------------------
     def _launch(self, task: Task) -> bool:
