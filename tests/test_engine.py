@@ -16,6 +16,7 @@ import pytest
 
 from classh import supervisor as supervisor_module
 from classh.loop import EventLoop
+from classh.observers import Observer as BaseObserver
 from classh.results import (FAILED, KILLED, OK, SSH_ERROR, TIMEOUT, Capture, Record, Tally,
                             describe_exit, exit_status)
 from classh.spawn import SpawnError, live_groups, raise_fd_limit, spawn
@@ -93,7 +94,7 @@ def exit_code(pid):
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
-class Observer:
+class Observer(BaseObserver):
     """An observer keeping every hook call, and the highest concurrency it saw."""
 
     def __init__(self):

@@ -7,13 +7,11 @@ import time
 
 import pytest
 
-from conftest import CLASSH, run_classh
-
 from classh.loop import EventLoop
 from classh.observers import SinkError
 from classh.results import Record
 from classh.routers import _descendants
-from classh.routers import (DirectoryRouter, FileRouter, PipeRouter, RouterError, Routing,
+from classh.routers import (DirectoryRouter, FileRouter, PipeRouter, Routing,
                             make_router)
 
 

@@ -11,11 +11,12 @@ import time
 import pytest
 
 import classh
-from classh.hostmode import HostRun, TargetSource, task_maker
+from classh.hostmode import TargetSource, task_maker
+from classh.run import Run
 from classh.observers import Observer, SinkError
 from classh.options import Options
 from classh.targets import resolve
-from conftest import ROOT, STANDIN, base_env, run_classh
+from conftest import ROOT, STANDIN, base_env
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_a_child_reaped_by_someone_else_is_not_counted_as_exit_0(standin_env):
 def host_run(hosts, command, observers, **options):
     opts = Options(ssh=STANDIN, **options)
     source = TargetSource(resolve([hosts]), task_maker(command, opts))
-    return HostRun(source, opts, observers)
+    return Run(source, opts, observers)
 
 
 class FailingSink(Observer):
@@ -324,7 +325,9 @@ def tiny_fs():
 def test_disk_full_on_one_hosts_output_fails_that_host_and_the_others_finish(classh, tiny_fs):
     results = os.path.join(tiny_fs, "r")
     r = classh("-o", results, "-q",
-               "if [ {host} = node1 ]; then head -c 3000000 /dev/zero; else echo hi; fi", "node[1-3]")
+               # node1 fills the disk once the others are done (else their files fail too)
+               "if [ {host} = node1 ]; then sleep 1; head -c 3000000 /dev/zero; else echo hi; fi",
+               "node[1-3]")
     assert r.rc == 1, r
     assert "internal error" not in r.err
     assert "node1.out" in r.err and "No space left on device" in r.err

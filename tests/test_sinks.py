@@ -1,6 +1,5 @@
 """Result sinks: never written through a symlink, lossless JSON, .ret of ssh errors,
 write errors raised as SinkError (a real full filesystem, /dev/full, RLIMIT_FSIZE)."""
-import contextlib
 import errno
 import json
 import os
@@ -14,8 +13,8 @@ import pytest
 
 from conftest import ROOT, run_classh
 
-from classh.observers import Observer, SinkError
-from classh.results import (JsonFile, Record, ResultsDir, ResultsError, json_line,
+from classh.observers import SinkError
+from classh.results import (JsonFile, Record, ResultsDir, json_line,
                             load_results, record_from_dict, record_to_dict, ret_text)
 
 

@@ -10,7 +10,9 @@ import uuid
 
 import pytest
 
-from classh.hostmode import HostRun, TargetSource, task_maker
+from classh.hostmode import TargetSource, task_maker
+from classh.observers import Observer
+from classh.run import Run
 from classh.options import Options
 from classh.results import FAILED, OK, SSH_ERROR, Record
 from classh.supervisor import Task
@@ -97,7 +99,7 @@ def feed_sink(sink, host, archive, exitcode=0):
     return record
 
 
-class Collector:
+class Collector(Observer):
     """Observer keeping every finished record by host."""
 
     def __init__(self):
@@ -112,7 +114,7 @@ def run_hosts(fleet, pattern, command, observers=(), input=None):
     opts = Options(ssh=fleet.ssh_command, input=input, timeout=60)
     source = TargetSource(resolve([pattern]), task_maker(command, opts))
     collector = Collector()
-    HostRun(source, opts, list(observers) + [collector], keep=(0, None)).run()
+    Run(source, opts, list(observers) + [collector], keep=(0, None)).run()
     return collector.records
 
 

@@ -2,26 +2,20 @@
 from __future__ import annotations
 
 import os
-import signal
 import stat
-import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional
 
 from .loop import EventLoop, read_ready
 from .options import Options
 from .prompts import HostAuth, SudoWrapper
 from .remote import remote_command
-from .results import Record
-from .run import Run, RunSummary
 from .ssh import SshCommand
-from .supervisor import Supervisor, Task
+from .supervisor import Supervisor, Task, TaskSource
 from .targets import Resolver, Target, TargetError, is_host_file
 
-__all__ = ["HostRun", "RunSummary", "TargetSource", "task_maker", "is_stream", "open_stream"]
+__all__ = ["TargetSource", "task_maker", "is_stream", "open_stream"]
 
-_EXIT_ON_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 READ_SIZE = 65536
 
 
@@ -76,7 +70,7 @@ def open_stream(path: str) -> int:
         raise TargetError("cannot read host file %r: %s" % (path, exc.strerror)) from None
 
 
-class TargetSource:
+class TargetSource(TaskSource):
     """Hands out one task per target, in order; more targets may arrive from streams.
 
     ``streams`` maps an open, non-blocking fd to its path (``/dev/stdin`` fed
@@ -125,9 +119,6 @@ class TargetSource:
         """True once every stream has ended and every target was handed out."""
         return not self.queue and not self.streams
 
-    def completed(self, task: Task, record: Record) -> None:
-        """Nothing to do: host mode never requeues."""
-
     def _read(self, fd: int) -> None:
         data = read_ready(fd, READ_SIZE)
         if data is None:
@@ -156,6 +147,3 @@ class TargetSource:
             os.close(fd)
         self.streams.clear()
 
-
-# The run driver lives in classh.run; the old name stays for a while.
-HostRun = Run

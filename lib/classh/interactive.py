@@ -13,7 +13,8 @@ import signal
 from typing import Callable, List, Optional
 
 from .display import GatherDisplay, SafeStream, summary_line
-from .hostmode import HostRun, TargetSource, task_maker
+from .hostmode import TargetSource, task_maker
+from .run import Run
 from .observers import Observer
 from .options import Options
 from .results import Record
@@ -92,7 +93,7 @@ class Shell:
         failures = _Failures()
         source = TargetSource(self.current, task_maker(command, self.options))
         display = GatherDisplay(self.out, self.palette)
-        summary = HostRun(source, self.options, [display, failures]).run()
+        summary = Run(source, self.options, [display, failures]).run()
         by_label = {t.label: t for t in self.current}
         self.failed = [by_label[h] for h in failures.hosts if h in by_label]
         self.status = summary.exit_status

@@ -18,7 +18,7 @@ others go on. Without one it concerns every host (the display,
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import List, Optional
 
 __all__ = ["Observer", "SinkError"]
 
@@ -51,6 +51,11 @@ class Observer:
 
     def signal(self, signum: int) -> None:
         """``signum`` arrived while the run waits for this busy sink: pass it on."""
+
+    def failures(self) -> List[str]:
+        """After the run: one line for each way this sink failed that no host's record shows
+        (a ``-S`` command that exited non-zero)."""
+        return []
 
 
 class SinkError(Exception):

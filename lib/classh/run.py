@@ -20,7 +20,7 @@ from .observers import Observer, SinkError
 from .options import Options
 from .results import Record, Tally
 from .spawn import raise_fd_limit
-from .supervisor import Supervisor
+from .supervisor import Supervisor, TaskSource
 
 __all__ = ["Run", "RunSummary", "RUN_SIGNALS", "EXIT_CLASSH", "EXIT_USAGE"]
 
@@ -90,8 +90,7 @@ class _Tally(Observer):
 class Run:
     """Runs the tasks of ``source`` through one supervisor; observers get output and records.
 
-    ``source`` hands out tasks (``next_task``, ``exhausted``, ``completed``,
-    ``pending``; optionally ``attach(loop, supervisor)`` and ``close()``).
+    ``source`` is a :class:`~classh.supervisor.TaskSource`.
     ``keep`` bounds the bytes of each stream kept in memory per task. With
     ``handle_signals`` (the default, honoured in the main thread only)
     SIGINT, SIGTERM and SIGHUP kill every running child, record them as
@@ -101,7 +100,7 @@ class Run:
     :meth:`kill` let a caller drive the run bit by bit (the API's SSHJobMan).
     """
 
-    def __init__(self, source, options: Options, observers: Sequence[Observer] = (), keep=None,
+    def __init__(self, source: TaskSource, options: Options, observers: Sequence[Observer] = (), keep=None,
                  handle_signals: bool = True):
         self.source = source
         self.options = options
@@ -137,9 +136,8 @@ class Run:
             if self.handle_signals:
                 self._handle_signals(self.supervisor.interrupt)
             for observer in self.observers:
-                _hook(observer, "attach")(loop)
-            if hasattr(self.source, "attach"):
-                self.source.attach(loop, self.supervisor)
+                observer.attach(loop)
+            self.source.attach(loop, self.supervisor)
             self.supervisor.start(self.source)
         except BaseException:
             self._teardown()
@@ -186,12 +184,12 @@ class Run:
             self._close_source()
             for observer in self.observers:
                 try:
-                    _hook(observer, "close")()
+                    observer.close()
                 except SinkError as exc:
                     self._close_errors.append(str(exc))
             if self.handle_signals:  # a signal now goes to the routers still running
                 self._handle_signals(self._forward_signal)
-            while any(getattr(o, "busy", False) for o in self.observers):
+            while any(o.busy for o in self.observers):
                 self._run_once(None)
         finally:
             loop.close()
@@ -200,12 +198,11 @@ class Run:
     def _forward_signal(self, signum: int) -> None:
         self._late_signal = signum  # the run ends as interrupted all the same
         for observer in self.observers:
-            if getattr(observer, "busy", False):
-                _hook(observer, "signal")(signum)
+            if observer.busy:
+                observer.signal(signum)
 
     def _close_source(self) -> None:
-        if hasattr(self.source, "close"):
-            self.source.close()
+        self.source.close()
 
     def _teardown(self) -> None:
         """After an unexpected error: kill and reap every child, close everything, quietly."""
@@ -219,7 +216,7 @@ class Run:
             self._close_source()
             for observer in self.observers:
                 try:
-                    _hook(observer, "close")()
+                    observer.close()
                 except Exception:  # noqa: BLE001 - the first error is the one raised
                     pass
         finally:
@@ -227,20 +224,14 @@ class Run:
 
     def _summarise(self) -> RunSummary:
         supervisor = self.supervisor
-        failures = []
-        for observer in self.observers:
-            failures += observer.failures() if hasattr(observer, "failures") else []
+        failures = [line for observer in self.observers for line in observer.failures()]
         return RunSummary(
             self._tally.tally, time.monotonic() - self._started,
             supervisor.interrupted_by if supervisor.interrupted_by is not None else self._late_signal,
-            supervisor.numjobs, list(getattr(self.source, "errors", ())),
+            supervisor.numjobs, list(self.source.errors),
             fatal=supervisor.fatal, sink_errors=supervisor.sink_errors + self._close_errors,
             router_failures=failures)
 
-
-def _hook(observer, name: str):
-    """``observer.name``, or a no-op for an observer not (yet) built on :class:`Observer`."""
-    return getattr(observer, name, None) or (lambda *args: None)
 
 
 #: Bytes of each stream kept in memory per task when a results directory has it all.
@@ -290,7 +281,7 @@ def assemble(options: Options, *, mode: Sequence[Observer] = (), stdout_is_data:
     if router is not None:
         sinks.observers.append(router)
     sinks.observers += list(views(sinks.skip))
-    needs_output = any(getattr(o, "needs_output", False) for o in sinks.observers)
+    needs_output = any(o.needs_output for o in sinks.observers)
     if not needs_output:
         sinks.keep = 0
     elif options.results and not json_path:

@@ -29,7 +29,7 @@ from .observers import SinkError
 from .results import Capture, Record
 from .spawn import SpawnError, kill_group, live_groups, seal_inherited_fds, spawn
 
-__all__ = ["Task", "Supervisor", "ListSource", "DEFAULT_KILL_GRACE"]
+__all__ = ["Task", "TaskSource", "Supervisor", "ListSource", "DEFAULT_KILL_GRACE"]
 
 DEFAULT_KILL_GRACE = 2.0
 #: How long to wait for a child's pipes to close after the child itself has
@@ -60,8 +60,44 @@ class Task:
     hold_stdin: bool = False
 
 
-class ListSource:
-    """A source handing out a sequence of tasks once each (host mode)."""
+class TaskSource:
+    """Where a run's tasks come from: the seam between the supervisor and a mode.
+
+    The supervisor asks ``next_task()`` whenever a slot is free (None: nothing
+    ready now), tells ``completed(task, record)`` when a task's record is
+    final for this attempt, and stops once ``exhausted()``. ``pending()`` is
+    how many tasks are known to be left (None while more may arrive).
+    ``attach`` is called once with the loop and the supervisor (to read
+    streams, to call ``supervisor.fill()`` when tasks arrive); ``close`` at
+    the end; ``errors`` are bad input lines met on the way.
+    """
+
+    errors: List[str] = []
+
+    def next_task(self) -> Optional[Task]:
+        """The next task to start, or None when none is ready."""
+        raise NotImplementedError
+
+    def pending(self) -> Optional[int]:
+        """How many tasks are still to hand out (None: unknown yet)."""
+        raise NotImplementedError
+
+    def exhausted(self) -> bool:
+        """True once no task will come any more."""
+        raise NotImplementedError
+
+    def completed(self, task: Task, record: Record) -> None:
+        """``task`` ended with ``record`` (a source may requeue it)."""
+
+    def attach(self, loop: EventLoop, supervisor: "Supervisor") -> None:
+        """Called once before the first task is asked for."""
+
+    def close(self) -> None:
+        """The run is over (or interrupted): release what is still open."""
+
+
+class ListSource(TaskSource):
+    """A source handing out a sequence of tasks once each."""
 
     def __init__(self, tasks):
         self._tasks = list(tasks)
@@ -78,9 +114,6 @@ class ListSource:
     def exhausted(self) -> bool:
         """True once every task has been handed out."""
         return not self._tasks
-
-    def completed(self, task: Task, record: Record) -> None:
-        """Nothing to do: host mode never requeues."""
 
 
 class _Child:
@@ -162,7 +195,7 @@ class Supervisor:
         self._source = None
 
     def _bind_hooks(self) -> None:
-        self._hooks = {name: [getattr(o, name) for o in self._observers if hasattr(o, name)]
+        self._hooks = {name: [getattr(o, name) for o in self._observers]
                        for name in ("started", "output", "finished")}
 
     # -- public --------------------------------------------------------
