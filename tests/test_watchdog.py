@@ -224,14 +224,14 @@ def test_through_a_persist_master_the_remote_command_is_killed(classh, sweep, pe
 
 
 # -- what the command sees ---------------------------------------------------
-def parent_is_watchdog():
-    """Shell text printing the command line of the command's parent (the watchdog)."""
-    return "tr '\\0' ' ' </proc/$PPID/cmdline >&2"
+def show_shell():
+    """Shell text printing, on stderr, the command line of the shell running it (the watchdog)."""
+    return "tr '\\0' ' ' </proc/$$/cmdline >&2"
 
 
 def test_output_is_byte_exact_and_separate(fleet):
     command = ("printf '\\000\\377\\nno newline'; printf 'err\\000\\001' >&2; "
-               + parent_is_watchdog())
+               + show_shell())
     job = classh.SSHJobMan("node1", command, ssh=fleet.ssh_command)
     job.wait(60)
     record = job.results["node1"]
@@ -246,23 +246,24 @@ def test_exit_status_host_and_signals_pass_through(fleet):
     job.wait(60)
     assert {h: (r.exitcode, r.stdout) for h, r in job.results.items()} == {
         "node1": (7, b"node1\n"), "node2": (7, b"node2\n")}
-    killed = classh.SSHJobMan("node1", "kill -USR1 $$", ssh=fleet.ssh_command)
+    killed = classh.SSHJobMan("node1", "sh -c 'kill -USR1 $$'", ssh=fleet.ssh_command)
     killed.wait(60)
     # A shell's convention, not ssh's: 128 + the signal (ssh alone says 255).
     assert killed.results["node1"].exitcode == 128 + signal.SIGUSR1
 
 
 def test_input_still_reaches_the_command(fleet):
-    record = records("node1", "cat; " + parent_is_watchdog(), ssh=fleet.ssh_command,
+    record = records("node1", "cat; " + show_shell(), ssh=fleet.ssh_command,
                      input=b"line one\nrest")["node1"]
     assert record.stdout == b"line one\nrest"
     assert NAME in record.errors
 
 
-def test_the_command_runs_in_the_login_shell(fleet):
-    job = classh.SSHJobMan("node1", 'printf %s "$0"', ssh=fleet.ssh_command)
-    job.wait(60)
-    assert job.results["node1"].stdout == pwd.getpwnam(fleet.user).pw_shell.encode()
+def test_wait_in_the_command_does_not_wait_for_the_watcher(fleet):
+    # The watcher is no child of the shell running the command: ``wait`` returns.
+    record = records("node1", "sleep 0.2 & sleep 0.1 & wait; echo waited", ssh=fleet.ssh_command,
+                     timeout=20)["node1"]
+    assert (record.exitcode, record.stdout) == (0, b"waited\n"), record
 
 
 def test_raw_sends_the_command_untouched(tmp_path):
@@ -273,7 +274,7 @@ def test_raw_sends_the_command_untouched(tmp_path):
     raw = records("h1", command, ssh=str(recorder), raw=True)["h1"]
     assert raw.stdout == b"echo 'it''s' \\ h1"
     wrapped = records("h1", command, ssh=str(recorder))["h1"]
-    assert wrapped.stdout.startswith(b"exec sh -c ")
+    assert wrapped.stdout != raw.stdout and NAME.encode() in wrapped.stdout
 
 
 def test_a_normal_command_does_not_wait_for_the_watcher(standin):
@@ -284,7 +285,14 @@ def test_a_normal_command_does_not_wait_for_the_watcher(standin):
 
 
 # -- login shells ----------------------------------------------------------
-SHELLS = [s for s in ("/bin/bash", "/usr/bin/zsh", "/usr/bin/fish", "/bin/csh") if os.path.exists(s)]
+#: Login shells to try, with a command only that shell understands and what it prints.
+SHELL_PROBES = {
+    "/bin/bash": ("[[ -n $BASH_VERSION ]] && echo bash", b"bash\n"),
+    "/usr/bin/zsh": ("echo ${ZSH_VERSION:+zsh}", b"zsh\n"),
+    "/usr/bin/fish": ("set -q FISH_VERSION; and echo fish", b"fish\n"),
+    "/bin/csh": ("if ($?prompt == 0) echo csh", b"csh\n"),
+}
+SHELLS = [s for s in SHELL_PROBES if os.path.exists(s)]
 
 
 @pytest.fixture(scope="module")
@@ -317,6 +325,9 @@ def test_any_login_shell_runs_the_watchdog(shell_fleet, shell, sweep):
     options = classh.Options(ssh=shell_fleet.ssh_command, user=user)
     ok = records("node1", "echo it\\'s; echo {host}", ssh=shell_fleet.ssh_command, user=user)
     assert ok["node1"].stdout == b"it's\nnode1\n"
+    probe, expected = SHELL_PROBES[shell]
+    own = records("node1", probe, ssh=shell_fleet.ssh_command, user=user)["node1"]
+    assert (own.exitcode, own.stdout) == (0, expected), own
     mark = marker()
     sweep.append(mark)
     results = classh.run("node[1-3]", "sleep " + mark, options.replace(timeout=2))

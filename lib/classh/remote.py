@@ -2,17 +2,25 @@
 
 sshd gives a command without a terminal no signal when the connection
 drops: killing the local ssh leaves the remote command running. So classh
-sends, instead of COMMAND itself, one line that any login shell that knows
-single quotes and ``exec`` (sh, dash, bash, zsh, ksh, fish, csh) runs::
+sends, instead of COMMAND itself, one line that the login shell runs::
 
-    exec sh -c 'WATCHDOG' classh-watchdog 'COMMAND'
+    test -z "$status" || exec sh -c 'WATCHDOG; "$SHELL" -c "$1"' classh-watchdog 'COMMAND'; eval 'classh_c='\''COMMAND'\''; WATCHDOG; eval "$classh_c"'
 
-The watchdog (POSIX ``sh``, builtins only on the normal path) runs COMMAND
-in the foreground through the user's login shell (``"$SHELL" -c COMMAND``,
-as sshd would have) and starts one background *watcher* (stdout and
-stderr on /dev/null, so it never holds the session open). When COMMAND ends
-the watcher is killed and the watchdog exits with COMMAND's status: nothing
-is added to stdout or stderr and nothing waits.
+A POSIX login shell (sh, dash, bash, ksh: ``$status`` unset) skips the
+first part and evaluates the watchdog itself, then COMMAND: no second
+shell is started, and COMMAND runs in the login shell as with plain ssh.
+csh, tcsh, fish and zsh set ``$status``: they ``exec`` a POSIX ``sh`` that
+runs the same watchdog and COMMAND through ``"$SHELL" -c`` (fish would
+choke on the POSIX text, which it only ever sees inside single quotes).
+Words are quoted so that sh, bash, zsh, fish and csh all read them alike
+(:func:`quote_word`).
+
+The watchdog starts one *watcher* in the background (stdout and stderr on
+/dev/null, so it never holds the session open, and from a command
+substitution, so it is no child that COMMAND's ``wait`` would wait for),
+then runs COMMAND in the foreground. When the shell exits, however COMMAND
+ended, its EXIT trap kills the watcher: nothing is added to stdout or
+stderr, nothing waits, and the exit status is COMMAND's.
 
 The watcher notices that classh's ssh is gone in one of two ways:
 
@@ -48,16 +56,22 @@ _TAG = re.compile(r"[A-Za-z0-9._:@%+=-]{1,128}\Z")
 
 # The watcher's body: notice the end of the session, then end the group.
 _KILL_GROUP = "kill -TERM 0; sleep %d; kill -KILL 0" % GRACE
+# Started from a command substitution, the watcher is no child of the shell
+# that runs COMMAND (whose ``wait`` would wait for it too); it prints its pid.
 _ON_STDIN_EOF = (
     "exec 3<&0 </dev/null; "
-    "(trap : TERM; while read -r _ <&3; do :; done; %s) >/dev/null 2>&1 & "
-    "w=$!; exec 3<&-; " % _KILL_GROUP)
+    "classh_w=$( (trap : TERM; while read -r classh_l <&3; do :; done; %s) >/dev/null 2>&1 & echo $!); "
+    "exec 3<&-; " % _KILL_GROUP)
 _ON_PARENT_GONE = (
-    "p=$PPID; "
-    "(trap : TERM; while kill -0 $p; do sleep 1; done; %s) </dev/null >/dev/null 2>&1 & "
-    "w=$!; " % _KILL_GROUP)
-# COMMAND in the foreground, through the login shell; then the watcher goes.
-_RUN = '"${SHELL:-/bin/sh}" -c "$1"; s=$?; kill -KILL $w; exit $s'
+    "classh_p=$PPID; "
+    "classh_w=$( (trap : TERM; while kill -0 $classh_p; do sleep 1; done; %s) "
+    "</dev/null >/dev/null 2>&1 & echo $!); " % _KILL_GROUP)
+# The watcher is killed when the shell exits, however COMMAND ends.
+_UNWATCH = 'trap "kill -KILL $classh_w" EXIT; '
+# In a POSIX login shell: COMMAND evaluated right there.
+_INLINE = 'classh_c=%s; %s' + _UNWATCH + 'eval "$classh_c"'
+# From csh, fish, zsh: a POSIX sh runs COMMAND ($1) through the login shell.
+_EXEC_SH = '%s' + _UNWATCH + '"${SHELL:-/bin/sh}" -c "$1"'
 
 
 def quote_word(text: str) -> str:
@@ -79,9 +93,11 @@ def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None) -
     its processes by it); it is limited to ``[A-Za-z0-9._:@%+=-]``, at most
     128 characters (ValueError otherwise).
     """
-    script = _ON_STDIN_EOF if watch_stdin else _ON_PARENT_GONE
+    watch = _ON_STDIN_EOF if watch_stdin else _ON_PARENT_GONE
     if tag is not None:
         if not _TAG.match(tag):
             raise ValueError("bad CLASSH_TAG %r: use letters, digits and ._:@%%+=- only" % tag)
-        script = "CLASSH_TAG=%s; export CLASSH_TAG; %s" % (tag, script)
-    return "exec sh -c %s %s %s" % (quote_word(script + _RUN), NAME, quote_word(command))
+        watch = "CLASSH_TAG=%s; export CLASSH_TAG; %s" % (tag, watch)
+    word = quote_word(command)
+    return 'test -z "$status" || exec sh -c %s %s %s; eval %s' % (
+        quote_word(_EXEC_SH % watch), NAME, word, quote_word(_INLINE % (word, watch)))
