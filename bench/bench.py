@@ -19,6 +19,12 @@ Scenarios (one run of each tool, command ``true``, same hosts, same fanout):
   persist       real sshd, 300 hosts: classh --persist, first run vs second
                 run over the same hosts (connections reused), then --close
   api           stand-in ssh, 1,000 hosts: classh.run() vs the classh command
+  remote-kill   real sshd, 50 hosts: how many of the command's processes
+                are left on the target 3 s after the tool exits, when it is
+                ended by its timeout (-t 4: 50 logins must be done first),
+                SIGINT, SIGTERM, for a command ignoring SIGTERM and one
+                leaving a background child: classh, pssh, clush ("exit
+                s": seconds from the signal, or the start, to the exit)
 
 ``--quick`` uses 1,000 / 5,000 / 50 hosts instead of 10,000 / 50,000 / 300.
 
@@ -73,7 +79,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 PEER_PACKAGES = ["pssh", "clustershell", "pdsh", "parallel"]
 TOOLS = ["xargs", "classh", "pssh", "clush", "pdsh", "parallel"]
 SCENARIOS = ["standin-100", "standin-500", "standin-50k", "results-dir", "real-sshd",
-             "auth", "persist", "api"]
+             "auth", "persist", "api", "remote-kill"]
 
 
 def log(msg):
@@ -847,6 +853,120 @@ def sc_api(setup, args, nhosts, fanout):
     return sc
 
 
+KILL_TOOLS = ["classh", "pssh", "clush"]
+#: Seconds of the timeout cases: long enough for 50 logins on two cores to
+#: start every command first (a host timed out during its login proves nothing).
+KILL_TIMEOUT = 4
+#: (label, how the tool is ended, remote command with {m} for the marker, processes per host)
+KILL_CASES = [
+    ("timeout -t %d" % KILL_TIMEOUT, "timeout", "sleep {m}", 1),
+    ("SIGINT to the tool", signal.SIGINT, "sleep {m}", 1),
+    ("SIGTERM to the tool", signal.SIGTERM, "sleep {m}", 1),
+    ("ignores SIGTERM, -t %d" % KILL_TIMEOUT, "timeout", "trap '' TERM; sleep {m}", 1),
+    ("background child, -t %d" % KILL_TIMEOUT, "timeout", "sleep {m} & sleep {m}", 2),
+]
+_TIMEOUT_FLAGS = {"classh": "-t", "pssh": "-t", "clush": "-u"}
+#: How long after the tool exits the leftovers are counted.
+KILL_CHECK_AFTER = 3.0
+
+
+def marked_pids(mark):
+    """Live (non-zombie) pids whose command line is exactly ``sleep MARK``."""
+    want = b"sleep\0" + mark.encode() + b"\0"
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % name, "rb") as fh:
+                    if fh.read() != want:
+                        continue
+                with open("/proc/%s/stat" % name, "rb") as fh:
+                    if fh.read().rpartition(b")")[2].split()[0] != b"Z":
+                        found.append(int(name))
+            except (OSError, IndexError):
+                pass
+    return found
+
+
+def _kill_argv(setup, tool, hostfile, fleet, command, ended_by):
+    """The tool's argv running ``command`` (with its timeout flag when ``ended_by`` is one)."""
+    argv, env, _stdin = setup.command(tool, hostfile, len(fleet.hosts), fleet.ssh_config, fleet.user)
+    at = len(argv) - (2 if tool == "classh" else 1)  # where "true" is
+    assert argv[at] == "true", argv
+    flags = [_TIMEOUT_FLAGS[tool], str(KILL_TIMEOUT)] if ended_by == "timeout" else []
+    return argv[:at] + flags + [command] + argv[at + 1:], env
+
+
+def kill_case(setup, tool, fleet, hostfile, case, mark):
+    """Run one tool, end it one way; the row's "left" is filled in KILL_CHECK_AFTER s
+    after it exited, by the returned timer (the next case runs meanwhile)."""
+    label, ended_by, pattern, per_host = case
+    expected = per_host * len(fleet.hosts)
+    argv, env = _kill_argv(setup, tool, hostfile, fleet, pattern.replace("{m}", mark), ended_by)
+    row = {"tool": tool, "case": label, "hosts": len(fleet.hosts), "expected": expected,
+           "argv": " ".join(shlex.quote(a) for a in argv), "started": 0}
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    began = sent = time.monotonic()
+    try:
+        while proc.poll() is None and time.monotonic() - began < 60:
+            row["started"] = max(row["started"], len(marked_pids(mark)))
+            if ended_by != "timeout" and row["started"] >= expected and sent == began:
+                proc.send_signal(ended_by)
+                sent = time.monotonic()
+            time.sleep(0.05)
+        row["rc"] = proc.poll()
+        row["exit_s"] = time.monotonic() - sent
+    finally:
+        _kill_pids(_group_members(proc.pid), signal.SIGKILL)  # the tool's local leftovers
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def count():
+        row["left"] = len(marked_pids(mark))
+        log("  %-7s %-24s started %d, left %.0f s after exit: %d/%d (rc %s)" % (
+            tool, label, row["started"], KILL_CHECK_AFTER, row["left"], expected, row["rc"]))
+
+    timer = threading.Timer(KILL_CHECK_AFTER, count)
+    timer.start()
+    row["status"] = "ok" if row["started"] >= expected and row["rc"] is not None else "FAILED"
+    return row, timer
+
+
+def sc_remote_kill(setup, args, nhosts):
+    """Kills reach the target: processes left behind by classh, pssh and clush."""
+    name = "remote-kill"
+    sc = {"name": name, "hosts": nhosts, "rows": [],
+          "title": "real loopback sshd, %d hosts: the command's processes left on the target "
+                   "%.0f s after the tool exits" % (nhosts, KILL_CHECK_AFTER)}
+    log("bench: %s" % sc["title"])
+    fleet = _bench_fleet(nhosts)
+    marks, timers = [], []
+    try:
+        hf = setup.hostfile(fleet.hosts, prefix="kill-" + fleet.prefix)
+        for case in KILL_CASES:
+            for tool in KILL_TOOLS:
+                if tool != "classh" and not setup.paths.get(tool):
+                    continue
+                marks.append("300.%d%03d" % (os.getpid() % 10000, len(marks) + 1))
+                row, timer = kill_case(setup, tool, fleet, hf, case, marks[-1])
+                sc["rows"].append(row)
+                timers.append(timer)
+    finally:
+        for timer in timers:
+            timer.join()
+        for mark in marks:  # every leftover, by pid
+            _kill_pids(marked_pids(mark), signal.SIGKILL)
+        _drop_fleet(fleet)
+    # exit s: from the signal to the tool's exit (timeout cases: from its start)
+    head = ["case", "tool", "left / started", "exit s", "rc", "status"]
+    sc["table"] = (head, [[r["case"], r["tool"], "%s / %d" % (r.get("left", "?"), r["started"]),
+                           _fmt(r.get("exit_s"), "%.2f"), str(r["rc"]), r["status"]]
+                          for r in sc["rows"]])
+    return sc
+
+
 # -- bars --------------------------------------------------------------------------
 
 def _row(sc, tool):
@@ -948,6 +1068,12 @@ def bars(scs, sizes):
             bar(label, "FAIL", "failed: %s" % ", ".join(failed))
         else:
             bar(label, "PASS" if good(r) else "FAIL", "%s = %.2fx" % (sc["ratio_label"], r))
+    kills = [r for r in (scs.get("remote-kill") or {}).get("rows", []) if r["tool"] == "classh"]
+    if kills:
+        bad = [r for r in kills if r["status"] != "ok" or r.get("left") != 0]
+        bar("remote kill, %d hosts: 0 processes left 3 s after classh exits (%d cases)"
+            % (kills[0]["hosts"], len(kills)), "FAIL" if bad else "PASS",
+            "; ".join("%s: %s left" % (r["case"], r.get("left", "?")) for r in kills))
     wrong = next((r for r in (scs.get("auth") or {}).get("rows", [])
                   if r["tool"].startswith("wrong password")), None)
     if wrong:
@@ -1045,7 +1171,7 @@ def render(info, scs, bar_list, order, quick):
             text.append("skipped: %s" % sc["skipped"])
             md.append("skipped: %s" % sc["skipped"])
             continue
-        head, rows = table_rows(sc)
+        head, rows = sc["table"] if "table" in sc else table_rows(sc)
         text.append(text_table(head, rows))
         md.append(md_table(head, rows))
         if sc.get("ratio"):
@@ -1097,8 +1223,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    sizes = ({"hosts": 1000, "big": 5000, "real": 50, "api": 200} if args.quick
-             else {"hosts": 10000, "big": 50000, "real": 300, "api": 1000})
+    sizes = ({"hosts": 1000, "big": 5000, "real": 50, "api": 200, "kill": 20} if args.quick
+             else {"hosts": 10000, "big": 50000, "real": 300, "api": 1000, "kill": 50})
     nofile = raise_nofile()
     paths, peer_notes = ensure_peers()
     info = machine_info(paths)
@@ -1137,6 +1263,8 @@ def main(argv=None):
                 scs[name] = sc_persist(setup, args, sizes["real"], 100)
             elif name == "api":
                 scs[name] = sc_api(setup, args, sizes["api"], 100)
+            elif name == "remote-kill":
+                scs[name] = sc_remote_kill(setup, args, sizes["kill"])
     except KeyboardInterrupt:
         log("bench: interrupted; writing what was measured")
     finally:
