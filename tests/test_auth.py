@@ -72,6 +72,7 @@ def secret_file(tmp_path):
     def make(text):
         path = tmp_path / "secret"
         path.write_text(text + "\n")
+        path.chmod(0o600)  # as a real password file is (else classh warns on stderr)
         return str(path)
     return make
 

@@ -59,7 +59,9 @@ def test_terminal_shell_prompt_and_ctrl_c_cancels_only_the_line(fleet):
     child.expect_exact("classh> ")
     child.sendline(":hosts")
     child.expect_exact("node[1-2] (2)")
+    child.expect_exact("classh> ")  # the prompt after :hosts, before Ctrl-C is sent
     child.sendintr()  # Ctrl-C at the prompt: a fresh prompt, not the end
+    child.expect_exact("^C")
     child.expect_exact("classh> ")
     child.sendline(":quit")
     child.expect(pexpect.EOF)

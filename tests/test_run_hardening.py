@@ -60,10 +60,15 @@ def test_nested_runs_restore_the_signal_state_in_any_order(standin_env):
 
 
 def test_a_child_reaped_by_someone_else_is_not_counted_as_exit_0(standin_env):
-    job = classh.SSHJobMan("h1", "exit 3").start()
-    pid = next(iter(job._run.supervisor._running))
-    os.waitpid(pid, 0)  # the calling program reaps classh's child behind its back
-    assert job.wait(10)
+    bystander = subprocess.Popen(["sleep", "30"])  # another child of the program, still alive
+    try:
+        with classh.SSHJobMan("h1", "exit 3") as job:
+            pid = next(iter(job._run.supervisor._running))
+            os.waitpid(pid, 0)  # the calling program reaps classh's child behind its back
+            assert job.wait(10)
+    finally:
+        bystander.kill()
+        bystander.wait()
     record = job.results["h1"]
     assert record.exitcode is None and not record.ok
     assert "reaped" in record.error
@@ -106,12 +111,30 @@ def signal_state():
             signal.getsignal(signal.SIGCHLD))
 
 
+def my_children():
+    """Pids whose parent is this process, zombies included (a session fleet's sshd too)."""
+    found = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name, "rb") as stat:
+                    fields = stat.read().rpartition(b")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid():
+                found.add(int(name))
+    return found
+
+
+@pytest.fixture
 def assert_no_children_left():
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    """Call it after a run: no child of this process started since the test began is left."""
+    before = my_children()
+    return lambda: (lambda left: not left or pytest.fail("children left: %s" % sorted(left)))(
+        my_children() - before)
 
 
-def test_a_host_whose_file_fails_is_failed_and_the_others_run_to_the_end():
+def test_a_host_whose_file_fails_is_failed_and_the_others_run_to_the_end(assert_no_children_left):
     before = signal_state()
     sink = FailingSink("h2", "output")
     summary = host_run("h[1-4]", "echo out-{host}; sleep 0.3; echo more", [sink]).run()
@@ -125,7 +148,7 @@ def test_a_host_whose_file_fails_is_failed_and_the_others_run_to_the_end():
     assert_no_children_left()
 
 
-def test_a_failure_of_what_every_host_needs_ends_the_run_cleanly():
+def test_a_failure_of_what_every_host_needs_ends_the_run_cleanly(assert_no_children_left):
     before = signal_state()
     sink = FailingSink("h1", "finished", run_wide=True)
     other = FailingSink(None, None)  # records what the rest of the run delivers
@@ -141,7 +164,7 @@ def test_a_failure_of_what_every_host_needs_ends_the_run_cleanly():
     assert_no_children_left()
 
 
-def test_a_bug_in_an_observer_still_restores_signals_and_leaves_no_child():
+def test_a_bug_in_an_observer_still_restores_signals_and_leaves_no_child(assert_no_children_left):
     class Broken(Observer):
         def output(self, task, fd, data):
             raise RuntimeError("bug")
@@ -222,7 +245,8 @@ def test_sigterm_with_the_callers_own_handler_runs_it_then_ends_the_call_with_ex
     assert proc.returncode == 143
 
 
-def test_sshjobman_as_a_context_manager_leaves_no_child_after_an_exception(standin_env):
+def test_sshjobman_as_a_context_manager_leaves_no_child_after_an_exception(standin_env,
+                                                                           assert_no_children_left):
     with pytest.raises(ValueError):
         with classh.SSHJobMan("h[1-3]", "sleep 31.4161") as job:
             job.poll()
@@ -381,3 +405,16 @@ def test_a_streamed_host_never_overwrites_a_file_in_a_router_directory(classh, t
     assert (routed / "node2.out").read_text() == "new\n"
     assert r.rc == 1, r
     assert "node1.out" in r.err
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_read_only_results_filesystem_is_a_clear_usage_error(standin, tiny_fs, existing):
+    results = os.path.join(tiny_fs, "r")
+    if existing:
+        os.mkdir(results)
+    subprocess.run(["mount", "-o", "remount,ro", tiny_fs], check=True)
+    r = standin("-q", "-o", results, "true", "h[1-2]")
+    assert r.rc == 2, r
+    assert "internal error" not in r.err
+    assert "Read-only file system" in r.err and results in r.err
+    assert len(r.err.splitlines()) == 1

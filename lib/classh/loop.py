@@ -320,6 +320,9 @@ class EventLoop:
             except AttributeError:  # pragma: no cover - no waitid on this platform
                 info = -1
             if info is None:
+                # SIGCHLD came, yet no child is waiting to be reaped: one of ours
+                # may have been reaped by someone else. Ask for ours by pid.
+                self._reap_each()
                 return
             pid = getattr(info, "si_pid", None)
             if pid not in children:
