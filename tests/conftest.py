@@ -97,3 +97,18 @@ def remote_dir():
     os.chmod(path, 0o777)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def full_fs():
+    """A 1 MiB tmpfs (root only), mounted and unmounted here; tests fill it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    path = tempfile.mkdtemp(prefix="classh-fullfs-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", path], check=True)
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", path]).returncode != 0:
+            subprocess.run(["umount", "-l", path], check=True)  # a leaked fd held it
+        os.rmdir(path)

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
@@ -144,19 +143,7 @@ def test_refused_login_with_results_dir_reads_back_as_ssh_error(fleet, tmp_path)
 
 # -- write errors ---------------------------------------------------------------------
 
-@pytest.fixture
-def full_fs():
-    """A 1 MiB tmpfs (root only), unmounted by the test."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    path = tempfile.mkdtemp(prefix="classh-fullfs-")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", path], check=True)
-    try:
-        yield path
-    finally:
-        if subprocess.run(["umount", path]).returncode != 0:
-            subprocess.run(["umount", "-l", path], check=True)  # a leaked fd held it
-        os.rmdir(path)
+
 
 
 def _open_fds():

@@ -6,7 +6,6 @@ import tarfile
 
 import pytest
 
-from test_sinks import full_fs  # noqa: F401 - the 1 MiB tmpfs fixture
 from test_transfer import archive_of, feed_sink, tree
 
 from classh.observers import SinkError
@@ -70,7 +69,7 @@ def test_planted_partial_link_is_replaced_not_followed(tmp_path):
     assert tree(dest / "node1") == {"d": "dir/", "d/f": b"data"}
 
 
-def test_disk_full_while_slurping_is_a_sink_error_for_the_host(full_fs):  # noqa: F811
+def test_disk_full_while_slurping_is_a_sink_error_for_the_host(full_fs):
     fds = _open_fds()
     sink = SlurpSink(full_fs)
     task = Task(key="node1", argv=["ssh"])
