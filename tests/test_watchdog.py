@@ -295,27 +295,41 @@ SHELL_PROBES = {
 SHELLS = [s for s in SHELL_PROBES if os.path.exists(s)]
 
 
+SUDO_USER = "classhwsudo"
+SUDOERS = "/etc/sudoers.d/classh-watchdog-test"
+
+
+def _account(user, shell):
+    """Create or repair a login account (key logins only: password field ``*``)."""
+    try:
+        pwd.getpwnam(user)
+        subprocess.run(["usermod", "-s", shell, "-p", "*", user], check=True)
+    except KeyError:
+        subprocess.run(["useradd", "-m", "-s", shell, "-p", "*", user], check=True)
+
+
 @pytest.fixture(scope="module")
 def shell_fleet():
-    """A fleet with one extra login account per shell found here (root only)."""
+    """A fleet with one extra login account per shell found here, and one with
+    password-less sudo (root only; the sudoers rule is removed at the end)."""
     if os.geteuid() != 0:
-        pytest.skip("needs root: accounts with other login shells")
+        pytest.skip("needs root: accounts with other login shells, a sudoers rule")
     users = {}
     for shell in SHELLS:
-        user = "classhw" + os.path.basename(shell)
-        try:
-            pwd.getpwnam(user)
-            subprocess.run(["usermod", "-s", shell, "-p", "*", user], check=True)
-        except KeyError:
-            subprocess.run(["useradd", "-m", "-s", shell, "-p", "*", user], check=True)
-        users[shell] = user
+        users[shell] = "classhw" + os.path.basename(shell)
+        _account(users[shell], shell)
+    _account(SUDO_USER, "/bin/sh")
+    with open(SUDOERS, "w") as rule:
+        rule.write("%s ALL=(ALL) NOPASSWD: ALL\n" % SUDO_USER)
+    os.chmod(SUDOERS, 0o440)
     workdir = tempfile.mkdtemp(prefix="classh-wdfleet-")
-    allow = "AllowUsers %s %s\n" % (TEST_USER, " ".join(users.values()))
+    allow = "AllowUsers %s %s %s\n" % (TEST_USER, SUDO_USER, " ".join(users.values()))
     try:
         with Fleet(workdir, hosts=5, extra_sshd_config=allow) as fleet:
             fleet.shell_users = users
             yield fleet
     finally:
+        os.unlink(SUDOERS)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -331,5 +345,28 @@ def test_any_login_shell_runs_the_watchdog(shell_fleet, shell, sweep):
     mark = marker()
     sweep.append(mark)
     results = classh.run("node[1-3]", "sleep " + mark, options.replace(timeout=2))
+    assert all(isinstance(r, classh.Error) for r in results.values()), results
+    assert leftovers(mark) == []
+
+
+@pytest.mark.skipif(not shutil.which("sudo"), reason="sudo is not installed")
+def test_sudo_runs_under_the_watchdog_and_is_killed(shell_fleet, sweep):
+    options = dict(ssh=shell_fleet.ssh_command, user=SUDO_USER, sudo=True)
+    ok = records("node1", "id -u; echo {host}; echo err >&2", **options)["node1"]
+    assert (ok.exitcode, ok.stdout, ok.stderr) == (0, b"0\nnode1\n", b"err\n"), ok
+    mark = marker()
+    sweep.append(mark)
+    results = classh.run("node[1-3]", "sleep " + mark, classh.Options(timeout=2, **options))
+    assert all(isinstance(r, classh.Error) for r in results.values()), results
+    assert leftovers(mark) == []
+
+
+@pytest.mark.skipif(not shutil.which("sudo"), reason="sudo is not installed")
+def test_sudo_with_input_is_killed_too(shell_fleet, sweep):
+    mark = marker()
+    sweep.append(mark)
+    options = classh.Options(ssh=shell_fleet.ssh_command, user=SUDO_USER, sudo=True, timeout=2,
+                             input=b"line\n")
+    results = classh.run("node[1-3]", "read x; echo $x; sleep " + mark, options)
     assert all(isinstance(r, classh.Error) for r in results.values()), results
     assert leftovers(mark) == []

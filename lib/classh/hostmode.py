@@ -22,25 +22,31 @@ READ_SIZE = 65536
 def task_maker(command: Optional[str], options: Options) -> Callable[[Target], Task]:
     """A function making the task that runs ``command`` on one target over ssh.
 
-    ``{host}`` in ``command`` becomes the target's name; the command is then
-    wrapped for sudo (``--sudo``) and, unless ``options.raw``, in the remote
-    watchdog (:mod:`classh.remote`) so that it dies with its ssh. Without
-    input the task holds ssh's stdin open: the watchdog's sign that ssh is gone.
+    ``{host}`` in ``command`` becomes the target's name; unless
+    ``options.raw``, the command is then wrapped in the remote watchdog
+    (:mod:`classh.remote`) so that it dies with its ssh. Without input the
+    task holds ssh's stdin open: the watchdog's sign that ssh is gone.
+
+    With ``--sudo`` the watchdog runs inside sudo, as root, so that it can
+    kill root's processes; with input it watches the sshd session process,
+    whose pid the sudo wrapper passes in.
     """
     ssh = SshCommand(options)
     env = dict(os.environ)  # one plain copy for every child
     sudo = SudoWrapper(options.sudo_user) if options.sudo else None
     tty = options.password is not None
-    watch_stdin = options.input is None and sudo is None
+    watch_stdin = options.input is None
     hold_stdin = watch_stdin and command is not None and not options.raw
 
     def remote(target: Target) -> Optional[str]:
         if command is None:
             return None
         text = command.replace("{host}", target.name)
-        if sudo is not None:
-            text = sudo.wrap(text)
-        return text if options.raw else remote_command(text, watch_stdin)
+        if sudo is None:
+            return text if options.raw else remote_command(text, watch_stdin)
+        if options.raw:
+            return sudo.wrap(text)
+        return sudo.wrap(remote_command(text, watch_stdin, parent="$1"), pass_ppid=not watch_stdin)
 
     def make(target: Target) -> Task:
         auth = HostAuth(options.password, tty, sudo) if tty or sudo else None

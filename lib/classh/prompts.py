@@ -102,12 +102,16 @@ class SudoWrapper:
         self.prompt = ("[classh-sudo-%s]" % token).encode()
         self.ready = ("[classh-ready-%s]\n" % token).encode()
 
-    def wrap(self, command: str) -> str:
-        """``command`` as sudo must run it on the remote host."""
+    def wrap(self, command: str, pass_ppid: bool = False) -> str:
+        """``command`` as sudo must run it on the remote host.
+
+        With ``pass_ppid`` the login shell's ``$PPID`` (the sshd session) is
+        passed to ``command`` as ``$1``: the remote watchdog inside sudo watches it.
+        """
         as_user = " -u %s" % shlex.quote(self.user) if self.user else ""
-        return "sudo -S -p %s -v && printf '%%s\\n' %s >&2 && sudo -n%s -- sh -c %s" % (
+        return "sudo -S -p %s -v && printf '%%s\\n' %s >&2 && sudo -n%s -- sh -c %s%s" % (
             shlex.quote(self.prompt.decode()), shlex.quote(self.ready.decode().strip()),
-            as_user, shlex.quote(command))
+            as_user, shlex.quote(command), ' classh-sudo "$PPID"' if pass_ppid else "")
 
     def conversation(self) -> "SudoConversation":
         """A new per-host follower of sudo's stderr."""

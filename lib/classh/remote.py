@@ -38,6 +38,11 @@ The watcher notices that classh's ssh is gone in one of two ways:
 Either way the watcher then sends SIGTERM to the session's process group
 (``kill -TERM 0``: sshd starts every session in a process group of its own),
 waits :data:`GRACE` seconds and sends SIGKILL to the group, itself included.
+sudo ignores a signal sent from its own parent's process group, so the
+SIGTERM is also sent from a new session (``setsid kill``, where util-linux
+or busybox provide ``setsid``), which sudo relays to the command it runs as
+root; the SIGKILL cannot be relayed: a root command that ignores SIGTERM
+outlives the session.
 """
 from __future__ import annotations
 
@@ -54,8 +59,11 @@ NAME = "classh-watchdog"
 _UNQUOTED = {ord("'"): "'\\''", ord("\\"): "'\\\\'"}
 _TAG = re.compile(r"[A-Za-z0-9._:@%+=-]{1,128}\Z")
 
-# The watcher's body: notice the end of the session, then end the group.
-_KILL_GROUP = "kill -TERM 0; sleep %d; kill -KILL 0" % GRACE
+# The watcher's body: notice the end of the session, then end the group
+# ($$, the session leader's pid, in a subshell too). sudo ignores signals
+# sent from its parent's process group: ``setsid kill`` sends the SIGTERM
+# again from outside the group, for sudo to relay to its root command.
+_KILL_GROUP = "kill -TERM 0; setsid kill -TERM -- -$$; sleep %d; kill -KILL 0" % GRACE
 # Started from a command substitution, the watcher is no child of the shell
 # that runs COMMAND (whose ``wait`` would wait for it too); it prints its pid.
 _ON_STDIN_EOF = (
@@ -63,9 +71,9 @@ _ON_STDIN_EOF = (
     "classh_w=$( (trap : TERM; while read -r classh_l <&3; do :; done; %s) >/dev/null 2>&1 & echo $!); "
     "exec 3<&-; " % _KILL_GROUP)
 _ON_PARENT_GONE = (
-    "classh_p=$PPID; "
+    "classh_p=%s; "
     "classh_w=$( (trap : TERM; while kill -0 $classh_p; do sleep 1; done; %s) "
-    "</dev/null >/dev/null 2>&1 & echo $!); " % _KILL_GROUP)
+    "</dev/null >/dev/null 2>&1 & echo $!); " % ("%s", _KILL_GROUP))
 # The watcher is killed when the shell exits, however COMMAND ends.
 _UNWATCH = 'trap "kill -KILL $classh_w" EXIT; '
 # In a POSIX login shell: COMMAND evaluated right there.
@@ -83,7 +91,8 @@ def quote_word(text: str) -> str:
     return "'" + text.translate(_UNQUOTED) + "'"
 
 
-def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None) -> str:
+def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None,
+                   parent: str = "$PPID") -> str:
     """The line to hand ssh so that ``command`` dies with the session.
 
     ``watch_stdin``: the caller keeps ssh's stdin open and writes nothing to
@@ -91,9 +100,14 @@ def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None) -
     session's stdin and the sshd parent is watched instead. ``tag`` is
     exported to ``command``'s environment as ``CLASSH_TAG`` (job mode finds
     its processes by it); it is limited to ``[A-Za-z0-9._:@%+=-]``, at most
-    128 characters (ValueError otherwise).
+    128 characters (ValueError otherwise). ``parent`` is the shell expression
+    of the pid watched without ``watch_stdin``: ``$PPID`` (sshd's session
+    process) or ``$1`` (passed in by the sudo wrapper, see
+    :meth:`classh.prompts.SudoWrapper.wrap`).
     """
-    watch = _ON_STDIN_EOF if watch_stdin else _ON_PARENT_GONE
+    if parent not in ("$PPID", "$1"):
+        raise ValueError("parent must be $PPID or $1, not %r" % parent)
+    watch = _ON_STDIN_EOF if watch_stdin else _ON_PARENT_GONE % parent
     if tag is not None:
         if not _TAG.match(tag):
             raise ValueError("bad CLASSH_TAG %r: use letters, digits and ._:@%%+=- only" % tag)

@@ -56,7 +56,8 @@ class Task:
     attempt: int = 1
     auth: object = None  # a prompts.HostAuth when prompts must be answered
     #: Keep a pipe to the child's stdin open until it exits, writing nothing
-    #: (``input`` must be None): the remote watchdog's sign that ssh is gone.
+    #: (``input`` must be None; with sudo, nothing but sudo's password): the
+    #: remote watchdog's sign that ssh is gone.
     hold_stdin: bool = False
 
 
@@ -381,8 +382,8 @@ class Supervisor:
             self._fail_login(child, failure)
         elif answer:
             self._send_input(child, answer, close=False)
-        elif ready:
-            self._send_input(child, child.task.input or b"", close=True)
+        elif ready:  # a held stdin stays open after sudo, for the watchdog inside it
+            self._send_input(child, child.task.input or b"", close=not child.task.hold_stdin)
         return data
 
     def _tty_readable(self, child: _Child) -> None:
