@@ -337,7 +337,7 @@ def shell_fleet():
 def test_any_login_shell_runs_the_watchdog(shell_fleet, shell, sweep):
     user = shell_fleet.shell_users[shell]
     options = classh.Options(ssh=shell_fleet.ssh_command, user=user)
-    ok = records("node1", "echo it\\'s; echo {host}", ssh=shell_fleet.ssh_command, user=user)
+    ok = records("node1", "echo it\\'s\necho {host}", ssh=shell_fleet.ssh_command, user=user)
     assert ok["node1"].stdout == b"it's\nnode1\n"
     probe, expected = SHELL_PROBES[shell]
     own = records("node1", probe, ssh=shell_fleet.ssh_command, user=user)["node1"]

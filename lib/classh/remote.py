@@ -80,6 +80,7 @@ _UNWATCH = 'trap "kill -KILL $classh_w" EXIT; '
 _INLINE = 'classh_c=%s; %s' + _UNWATCH + 'eval "$classh_c"'
 # From csh, fish, zsh: a POSIX sh runs COMMAND ($1) through the login shell.
 _EXEC_SH = '%s' + _UNWATCH + '"${SHELL:-/bin/sh}" -c "$1"'
+_NEWLINE = "\001"
 
 
 def quote_word(text: str) -> str:
@@ -112,6 +113,12 @@ def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None,
         if not _TAG.match(tag):
             raise ValueError("bad CLASSH_TAG %r: use letters, digits and ._:@%%+=- only" % tag)
         watch = "CLASSH_TAG=%s; export CLASSH_TAG; %s" % (tag, watch)
+    fallback, inline = _EXEC_SH, _INLINE
+    if "\n" in command and _NEWLINE not in command:
+        # csh cannot hold a newline in quotes: it travels as \001, put back by tr.
+        command = command.replace("\n", _NEWLINE)
+        fallback = 'set -- "$(printf "%%s\\n" "$1" | tr "\\001" "\\012")"; ' + fallback
+        inline = inline.replace("; %s", '; classh_c=$(printf "%%s\\n" "$classh_c" | tr "\\001" "\\012"); %s', 1)
     word = quote_word(command)
     return 'test -z "$status" || exec sh -c %s %s %s; eval %s' % (
-        quote_word(_EXEC_SH % watch), NAME, word, quote_word(_INLINE % (word, watch)))
+        quote_word(fallback % watch), NAME, word, quote_word(inline % (word, watch)))
