@@ -370,3 +370,24 @@ def test_sudo_with_input_is_killed_too(shell_fleet, sweep):
     results = classh.run("node[1-3]", "read x; echo $x; sleep " + mark, options)
     assert all(isinstance(r, classh.Error) for r in results.values()), results
     assert leftovers(mark) == []
+
+
+@pytest.mark.parametrize("ssh,options,closed", [
+    ("ssh -n", [], True),
+    ("ssh -Tn -F cfg", [], True),
+    ("ssh -f", [], True),
+    ("ssh -F cfg -l nobody", [], False),
+    ("ssh -oBatchMode=yes -p 2222", [], False),
+    ("ssh -o StdinNull=yes", [], True),
+    ("ssh", ["StdinNull=yes"], True),
+    ("ssh", ["ServerAliveInterval=15"], False),
+])
+def test_an_ssh_without_stdin_is_recognised(ssh, options, closed):
+    from classh.hostmode import ssh_reads_no_stdin
+    assert ssh_reads_no_stdin(classh.Options(ssh=ssh, ssh_options=options)) is closed
+
+
+def test_with_ssh_n_the_command_is_not_killed_at_once(standin):
+    # ssh -n gives the command no stdin: its end of file must not read as a dead session.
+    r = standin("--ssh", STANDIN + " -n", "--format", "lines", "sleep 0.3; echo ok", "h[1-3]")
+    assert r.rc == 0 and sorted(r.out.splitlines()) == ["h1: ok", "h2: ok", "h3: ok"], r

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 from collections import deque
 from typing import Callable, Dict, Iterable, List, Optional
@@ -10,13 +11,37 @@ from .loop import EventLoop, read_ready
 from .options import Options
 from .prompts import HostAuth, SudoWrapper
 from .remote import remote_command
-from .ssh import SshCommand
+from .ssh import SshCommand, option_keyword
 from .supervisor import Supervisor, Task, TaskSource
 from .targets import Resolver, Target, TargetError, is_host_file
 
 __all__ = ["TargetSource", "task_maker", "is_stream", "open_stream"]
 
 READ_SIZE = 65536
+
+
+#: ssh's short options that take an argument (the rest of the word, or the next word).
+_SSH_ARG_FLAGS = set("BbcDEeFIiJLlmOoPpQRSWw")
+
+
+def ssh_reads_no_stdin(options: Options) -> bool:
+    """True when the ssh command line gives the remote side no stdin (``-n``, ``-f``,
+    ``StdinNull``): the watchdog must then watch sshd, not the end of its stdin."""
+    words = shlex.split(options.ssh)[1:]
+    ssh_options = list(options.ssh_options)
+    while words:
+        word = words.pop(0)
+        if not word.startswith("-") or word == "--":
+            break
+        for at, flag in enumerate(word[1:], 1):
+            if flag in "nf":
+                return True
+            if flag in _SSH_ARG_FLAGS:
+                value = word[at + 1:] or (words.pop(0) if words else "")
+                if flag == "o":
+                    ssh_options.append(value)
+                break
+    return any(option_keyword(o) == "stdinnull" and "yes" in o.lower() for o in ssh_options)
 
 
 def task_maker(command: Optional[str], options: Options) -> Callable[[Target], Task]:
@@ -35,7 +60,7 @@ def task_maker(command: Optional[str], options: Options) -> Callable[[Target], T
     env = dict(os.environ)  # one plain copy for every child
     sudo = SudoWrapper(options.sudo_user) if options.sudo else None
     tty = options.password is not None
-    watch_stdin = options.input is None
+    watch_stdin = options.input is None and not ssh_reads_no_stdin(options)
     hold_stdin = watch_stdin and command is not None and not options.raw
 
     def remote(target: Target) -> Optional[str]:
