@@ -16,14 +16,17 @@ $(PY): pyproject.toml
 
 venv: $(PY)
 
-# A real OpenSSH server (and sudo, for the sudo tests) for the tests and the demo;
+# A real OpenSSH server (and sudo, for the sudo tests; zsh, csh and fish, as the
+# login shells the remote watchdog is tested under) for the tests and the demo;
 # installed when missing and we are root.
+TOOLS    := ssh sudo zsh csh fish
+PACKAGES := openssh-server openssh-client sudo zsh csh fish
 sshd:
-	@if [ ! -x $(SSHD) ] || ! command -v ssh >/dev/null || \
-	    { [ "$$(id -u)" = 0 ] && ! command -v sudo >/dev/null; }; then \
+	@missing=; for tool in $(TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	if [ ! -x $(SSHD) ] || { [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; }; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client sudo >/dev/null; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PACKAGES) >/dev/null; \
 	  else echo "make: $(SSHD) is missing: install openssh-server" >&2; exit 1; fi; \
 	fi
 
