@@ -133,6 +133,7 @@ class CountingSource(ListSource):
 
     def completed(self, task, record):
         self.completions.append((task.key, record))
+        return super().completed(task, record)
 
 
 def run_tasks(tasks, numjobs=10, keep=None, kill_grace=2.0, guard=30.0, before=None):

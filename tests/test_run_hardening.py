@@ -12,6 +12,7 @@ import pytest
 import classh
 from classh.hostmode import TargetSource, task_maker
 from classh.run import Run
+from classh.supervisor import Task, TaskSource
 from classh.observers import Observer, SinkError
 from classh.options import Options
 from classh.targets import resolve
@@ -405,3 +406,60 @@ def test_a_read_only_results_filesystem_is_a_clear_usage_error(standin, full_fs,
     assert "internal error" not in r.err
     assert "Read-only file system" in r.err and results in r.err
     assert len(r.err.splitlines()) == 1
+
+
+# -- the seams job mode plugs into ------------------------------------------------------
+
+class RetryingSource(TaskSource):
+    """Runs one internal probe, then a task that fails once and is run again."""
+
+    def __init__(self):
+        self.queue = [Task(key="probe", argv=["/bin/sh", "-c", "echo probe"], internal=True),
+                      Task(key="job-1", argv=["/bin/sh", "-c", "echo try; exit 3"])]
+        self.undone = ["job-2: no node left"]
+        self.seen = []
+
+    def next_task(self):
+        return self.queue.pop(0) if self.queue else None
+
+    def pending(self):
+        return None
+
+    def exhausted(self):
+        return not self.queue
+
+    def completed(self, task, record):
+        self.seen.append((task.key, task.attempt))
+        if task.key == "job-1" and task.attempt == 1:
+            self.queue.append(Task(key="job-1", argv=["/bin/sh", "-c", "echo again"], attempt=2))
+            return False
+        return not task.internal
+
+
+class Recorder(Observer):
+    def __init__(self):
+        self.calls = []
+
+    def started(self, task):
+        self.calls.append(("started", task.key))
+
+    def output(self, task, fd, data):
+        self.calls.append(("output", task.key, data))
+
+    def finished(self, task, record):
+        self.calls.append(("finished", task.key, record.stdout))
+
+    def retried(self, task, record):
+        self.calls.append(("retried", task.key, record.exitcode))
+
+
+def test_internal_tasks_stay_hidden_and_a_retried_attempt_is_no_result():
+    source, recorder = RetryingSource(), Recorder()
+    summary = Run(source, Options(), [recorder], fanout=1).run()
+    assert source.seen == [("probe", 1), ("job-1", 1), ("job-1", 2)]
+    assert [c for c in recorder.calls if c[0] != "output"] == [
+        ("started", "job-1"), ("retried", "job-1", 3), ("started", "job-1"),
+        ("finished", "job-1", b"again\n")]
+    assert summary.tally.total == 1 and summary.tally.counts["ok"] == 1
+    assert summary.undone == ["job-2: no node left"]
+    assert summary.exit_status == 4

@@ -4,7 +4,8 @@ Displays, result files, routers and collectors are observers of a run. The
 run driver calls, in this order: ``attach(loop)`` once before the first task,
 ``started(task)`` when a task's child is running, ``output(task, fd, data)``
 for each chunk of its stdout (fd 1) or stderr (fd 2), ``finished(task,
-record)`` with the task's final record, and ``close()`` once at the end; the
+record)`` with the task's final record (or ``retried(task, record)`` for an
+attempt that the source runs again), and ``close()`` once at the end; the
 run then waits while ``busy`` is true (a pipeline router still reading),
 passing any SIGINT/SIGTERM/SIGHUP to ``signal(signum)``.
 Every method of :class:`Observer` does nothing, so a sink overrides only what
@@ -45,6 +46,10 @@ class Observer:
 
     def finished(self, task, record) -> None:
         """The task has its final record."""
+
+    def retried(self, task, record) -> None:
+        """This attempt of the task failed and the task will run again (job mode): ``record``
+        is not a result; what was written for the attempt may be dropped."""
 
     def close(self) -> None:
         """The run is over: release files, end pipelines."""

@@ -61,6 +61,11 @@ class Record:
     stdout_size: int = 0
     stderr_size: int = 0
     extra: Dict[str, object] = field(default_factory=dict)
+    #: Job mode: the job's id, the node it ran on (last attempt), its text, attempts made.
+    job: Optional[int] = None
+    node: Optional[str] = None
+    command: Optional[str] = None
+    attempts: int = 1
 
     @property
     def status(self) -> str:
@@ -214,6 +219,9 @@ def record_to_dict(record: Record, with_output: bool = True) -> dict:
     }
     if record.error:
         data["error"] = record.error
+    if record.job is not None:
+        data.update(job=record.job, node=record.node, command=record.command,
+                    attempts=record.attempts)
     if with_output:
         for name, value in (("stdout", record.stdout), ("stderr", record.stderr)):
             try:
@@ -247,6 +255,10 @@ def record_from_dict(data: dict) -> Record:
         error=data.get("error"),
         stdout_size=int(data.get("stdout_size", len(stdout))),
         stderr_size=int(data.get("stderr_size", len(stderr))),
+        job=data.get("job"),
+        node=data.get("node"),
+        command=data.get("command"),
+        attempts=int(data.get("attempts", 1)),
     )
 
 

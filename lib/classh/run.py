@@ -28,6 +28,7 @@ __all__ = ["Run", "RunSummary", "RUN_SIGNALS", "EXIT_CLASSH", "EXIT_USAGE"]
 RUN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_CLASSH = 1
 EXIT_USAGE = 2
+EXIT_UNDONE = 4
 
 
 @dataclass
@@ -46,7 +47,8 @@ class RunSummary:
     input_errors: Sequence[str] = ()
     fatal: Optional[str] = None
     sink_errors: Sequence[str] = ()
-    router_failures: Sequence[tuple] = ()
+    router_failures: Sequence[str] = ()
+    undone: Sequence[str] = ()
 
     @property
     def exit_status(self) -> int:
@@ -54,6 +56,7 @@ class RunSummary:
 
         128 + signal when interrupted (130, 143, 129); 1 when a sink failed
         (classh could not keep a result); 2 when streamed targets were bad;
+        4 when work was left undone (job mode: no node could run it);
         else the hosts' status (4, 3, 5 or 0), except that a failed
         ``-S``/``-E`` command turns a 0 into 1, as ``set -o pipefail`` makes a
         pipeline fail when a later stage does.
@@ -64,6 +67,8 @@ class RunSummary:
             return EXIT_CLASSH
         if self.input_errors:
             return EXIT_USAGE
+        if self.undone:
+            return EXIT_UNDONE
         status = self.tally.exit_status()
         if status == 0 and self.router_failures:
             return EXIT_CLASSH
@@ -101,12 +106,13 @@ class Run:
     """
 
     def __init__(self, source: TaskSource, options: Options, observers: Sequence[Observer] = (), keep=None,
-                 handle_signals: bool = True):
+                 handle_signals: bool = True, fanout: Optional[int] = None):
         self.source = source
         self.options = options
         self.observers = list(observers)
         self.keep = keep
         self.handle_signals = handle_signals
+        self.fanout = fanout
         self.supervisor: Optional[Supervisor] = None
         self.summary: Optional[RunSummary] = None
         self._loop: Optional[EventLoop] = None
@@ -126,7 +132,9 @@ class Run:
         """Start the first tasks."""
         self._started = time.monotonic()
         known = self.source.pending()
-        wanted = self.options.numjobs if known is None else min(self.options.numjobs, known)
+        wanted = self.fanout or self.options.numjobs
+        if known is not None:
+            wanted = min(wanted, known)
         loop = self._loop = EventLoop()
         loop.open()
         try:
@@ -230,7 +238,7 @@ class Run:
             supervisor.interrupted_by if supervisor.interrupted_by is not None else self._late_signal,
             supervisor.numjobs, list(self.source.errors),
             fatal=supervisor.fatal, sink_errors=supervisor.sink_errors + self._close_errors,
-            router_failures=failures)
+            router_failures=failures, undone=list(self.source.undone))
 
 
 

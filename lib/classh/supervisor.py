@@ -55,6 +55,8 @@ class Task:
     context: object = None  # the source's own data (a Target, a job...)
     attempt: int = 1
     auth: object = None  # a prompts.HostAuth when prompts must be answered
+    #: Probes and connection set-up: the source sees the record, observers never see the task.
+    internal: bool = False
     #: Keep a pipe to the child's stdin open until it exits, writing nothing
     #: (``input`` must be None; with sudo, nothing but sudo's password): the
     #: remote watchdog's sign that ssh is gone.
@@ -65,15 +67,19 @@ class TaskSource:
     """Where a run's tasks come from: the seam between the supervisor and a mode.
 
     The supervisor asks ``next_task()`` whenever a slot is free (None: nothing
-    ready now), tells ``completed(task, record)`` when a task's record is
-    final for this attempt, and stops once ``exhausted()``. ``pending()`` is
+    ready now), tells ``completed(task, record)`` when an attempt has ended
+    (its answer says whether that record is the task's final one; observers
+    get ``finished`` for a final record, ``retried`` otherwise), and stops
+    once ``exhausted()``. ``pending()`` is
     how many tasks are known to be left (None while more may arrive).
     ``attach`` is called once with the loop and the supervisor (to read
     streams, to call ``supervisor.fill()`` when tasks arrive); ``close`` at
-    the end; ``errors`` are bad input lines met on the way.
+    the end; ``errors`` are bad input lines met on the way; ``undone`` names
+    the work that no one could run (job mode: no node was left).
     """
 
     errors: List[str] = []
+    undone: List[str] = []
 
     def next_task(self) -> Optional[Task]:
         """The next task to start, or None when none is ready."""
@@ -87,8 +93,10 @@ class TaskSource:
         """True once no task will come any more."""
         raise NotImplementedError
 
-    def completed(self, task: Task, record: Record) -> None:
-        """``task`` ended with ``record`` (a source may requeue it)."""
+    def completed(self, task: Task, record: Record) -> bool:
+        """``task``'s attempt ended with ``record``; True when that is its final record
+        (False: the source runs it again, or the task was internal)."""
+        return True
 
     def attach(self, loop: EventLoop, supervisor: "Supervisor") -> None:
         """Called once before the first task is asked for."""
@@ -197,7 +205,7 @@ class Supervisor:
 
     def _bind_hooks(self) -> None:
         self._hooks = {name: [getattr(o, name) for o in self._observers]
-                       for name in ("started", "output", "finished")}
+                       for name in ("started", "output", "finished", "retried")}
 
     # -- public --------------------------------------------------------
     @property
@@ -347,7 +355,10 @@ class Supervisor:
         self.loop.watch_child(spawned.pid, lambda status: self._exited(child, status))
         if task.timeout is not None and task.timeout > 0:
             child.timer = self.loop.call_later(task.timeout, lambda: self._timed_out(child))
-        self._notify("started", child, task)
+        if task.internal:
+            child.muted = True  # observers never see internal tasks
+        else:
+            self._notify("started", child, task)
         return True
 
     # -- i/o -----------------------------------------------------------
@@ -517,6 +528,7 @@ class Supervisor:
         self.fill()
 
     def _publish(self, task: Task, record: Record, child: Optional[_Child]) -> None:
-        self._notify("finished", child, task, record)
-        if self._source is not None:
-            self._source.completed(task, record)
+        """The source learns of the attempt first: it decides whether the record is final."""
+        final = self._source.completed(task, record) if self._source is not None else True
+        if not task.internal:
+            self._notify("finished" if final else "retried", child, task, record)
