@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import shlex
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from .options import Options
 from .persist import control_dir, persist_options, sweep_stale
@@ -80,9 +80,16 @@ class SshCommand:
         return (self.base + ["-o", "ControlPath=" + socket_path] + self.login_args(target)
                 + ["-O", action, "--", target.name])
 
-    def argv(self, target: Target, command: Optional[str]) -> List[str]:
-        """The full argv running ``command`` on ``target``; ``{host}`` becomes its name."""
-        argv = self.base + self.login_args(target) + ["--", target.name]
+    def argv(self, target: Target, command: Optional[str], options: Sequence[str] = ()) -> List[str]:
+        """The full argv running ``command`` on ``target``; ``{host}`` becomes its name.
+
+        ``options`` are more ``-o`` values for this one command (job mode's
+        ControlMaster and ControlPath); the run's own options come first and win.
+        """
+        argv = list(self.base)
+        for option in options:
+            argv += ["-o", option]
+        argv += self.login_args(target) + ["--", target.name]
         if command is not None:
             argv.append(command.replace("{host}", target.name))
         return argv

@@ -1,0 +1,774 @@
+"""Job mode: a queue of jobs run over node slots (clstr, kssh, the task deliverer).
+
+A *node* is an ssh target with a number of *slots*: each slot runs one job
+at a time. :class:`JobSource` is a :class:`~classh.supervisor.TaskSource`
+on the ordinary supervisor (no second loop, no threads):
+
+* every node is *probed* first, all at once: an internal task running ssh
+  ``true`` within the connect timeout. A node that fails is dropped with one
+  ``notify`` line naming it and ssh's last stderr line.
+* with ``reuse`` (the default) the probe also starts the node's ssh
+  ControlMaster, in a private 0700 directory, and every job of the node runs
+  through it. sshd's MaxSessions (10 by default) caps the sessions of one
+  connection, so a node gets one master per :data:`SESSIONS_PER_MASTER`
+  slots, each probed. ``close()`` ends the masters (``ssh -O exit``) and
+  removes the directory. With ``Options.persist`` the shared persistent
+  masters are used and left open.
+* free slots wait in a deque, so handing out a job costs O(1) whatever the
+  size of the pool. A job ending in an ssh error drops its node and goes
+  back to the queue; a remote failure (non-zero exit, signal, timeout) is
+  retried, on any node, until it has run ``retries`` times; with
+  ``fail_node_on_error`` it drops its node too. When no node is left, every
+  job still waiting is listed in ``undone``.
+* every job runs inside the remote watchdog (:mod:`classh.remote`) with
+  ``CLASSH_TAG=<run-id>.<job-id>``, so a killed ssh ends the job on the node.
+
+Nothing here prints: lines for the user go to ``notify``.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import stat
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field, fields
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+from .api import _Collector, _reraise, as_options
+from .hostmode import ssh_reads_no_stdin
+from .loop import read_ready
+from .options import Options, OptionError, positive_int
+from .prompts import HostAuth
+from .remote import remote_command
+from .results import Record, SSH_ERROR, OK
+from .run import Run, assemble
+from .spawn import SpawnError, spawn
+from .ssh import SshCommand
+from .supervisor import Task, TaskSource
+from .targets import (DEFAULT_MAX_HOSTS, Target, TargetError, _split_commas, expand as expand_pattern,
+                      parse_target, strip_comment)
+
+__all__ = ["Job", "NodeSpec", "JobOptions", "JobSource", "JobError", "parse_nodes", "read_jobs",
+           "jobs", "SESSIONS_PER_MASTER", "MAX_SLOTS"]
+
+#: Sessions one ControlMaster carries at most (sshd's default MaxSessions).
+SESSIONS_PER_MASTER = 10
+#: The most slots one node may have.
+MAX_SLOTS = 10_000
+#: Seconds a private master stays up once idle: a safety net if classh dies without close().
+MASTER_IDLE = 300
+#: Seconds a probe may take beyond the connect timeout.
+PROBE_MARGIN = 5.0
+#: Seconds close() waits for the masters to exit.
+CLOSE_WAIT = 5.0
+READ_SIZE = 65536
+
+PROBING, READY, DROPPED, RETIRED = "probing", "ready", "dropped", "retired"
+# What ssh's mux client says when the master's connection refuses one more session.
+_MUX_REFUSED = (b"Session open refused by peer", b"mux_client_request_session")
+
+
+class JobError(TargetError):
+    """Bad job input (an unreadable job file, a command that cannot be sent); names it."""
+
+
+@dataclass
+class Job:
+    """One unit of work: ``command`` run once to success (or ``retries`` times) on some node."""
+
+    id: int
+    command: str
+    pin: Optional[str] = None  # --on-each-node: the label of the node it must run on
+    attempts: int = 0          # attempts started so far
+
+
+@dataclass
+class NodeSpec:
+    """A node as asked for: the target and its number of slots."""
+
+    target: Target
+    slots: int
+
+
+@dataclass
+class JobOptions:
+    """How jobs are scheduled; see :class:`JobSource`."""
+
+    retries: int = 3
+    fail_node_on_error: bool = False
+    max_node_uses: Optional[int] = None
+    max_nodes: Optional[int] = None
+    max_running: Optional[int] = None
+    reuse: bool = True
+    run_id: str = field(default_factory=lambda: secrets.token_hex(4))
+
+    def __post_init__(self):
+        self.retries = positive_int("retries", self.retries)
+        for name in ("max_node_uses", "max_nodes", "max_running"):
+            if getattr(self, name) is not None:
+                setattr(self, name, positive_int(name.replace("_", "-"), getattr(self, name)))
+        if not (isinstance(self.run_id, str) and self.run_id.isalnum() and self.run_id.isascii()
+                and len(self.run_id) <= 32):
+            raise OptionError("run id must be 1-32 letters and digits, not %r" % (self.run_id,))
+
+
+# -- input -----------------------------------------------------------------
+def _slot_count(piece: str, where: str) -> Tuple[str, int]:
+    """``host*k`` -> ("host", k); a piece without ``*`` has one slot."""
+    if "*" not in piece:
+        return piece, 1
+    pattern, _, count = piece.rpartition("*")
+    if not (count.isascii() and count.isdigit()) or not pattern.strip() or "*" in pattern:
+        raise TargetError("%sbad slot count in %r: write HOST*N with N a whole number"
+                          % (where, piece))
+    slots = int(count)
+    if not 1 <= slots <= MAX_SLOTS:
+        raise TargetError("%sslot count in %r must be 1 to %d" % (where, piece, MAX_SLOTS))
+    return pattern.strip(), slots
+
+
+def _add_node_text(found: Dict[str, List], text: str, expand: bool, max_hosts: int,
+                   where: str = "") -> None:
+    """Add the nodes of one ``--node`` value or node-file line to ``found`` (label -> [target, slots])."""
+    for piece in _split_commas(text):
+        pattern, slots = _slot_count(piece, where)
+        try:
+            labels = expand_pattern(pattern, expand, max_hosts)
+        except TargetError as exc:
+            raise TargetError(where + str(exc)) from None
+        for label in labels:
+            entry = found.get(label)
+            if entry is None:
+                found[label] = [parse_target(label), slots]
+            else:
+                entry[1] += slots
+            if len(found) > max_hosts:
+                raise TargetError("%stoo many nodes: %r brings the total over the limit of %d "
+                                  "(--max-hosts)" % (where, text.strip(), max_hosts))
+
+
+def _file_lines(path: str, what: str) -> List[str]:
+    """The lines of a node or job file, read once as a stream (``/dev/stdin`` works)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline=None) as stream:
+            return stream.readlines()
+    except OSError as exc:
+        raise TargetError("cannot read %s %r: %s" % (what, path, exc.strerror or exc)) from None
+
+
+def parse_nodes(args: Sequence[str], files: Sequence[str] = (), *, expand: bool = True,
+                max_hosts: int = DEFAULT_MAX_HOSTS) -> List[NodeSpec]:
+    """The nodes of ``--node`` values and ``--node-file`` paths, in first-seen order.
+
+    Values are host patterns (ranges, commas, ``user@name:port``); a node
+    named k times, or written ``host*k``, gets k slots. Node files use the
+    host-file syntax (one pattern or more a line, ``#`` comments), ``*k``
+    included. Bad input, or no node at all, is a TargetError naming it.
+    """
+    found: Dict[str, List] = {}
+    for text in args:
+        _add_node_text(found, text, expand, max_hosts)
+    for path in files:
+        for number, line in enumerate(_file_lines(path, "node file"), 1):
+            line = strip_comment(line)
+            if line:
+                _add_node_text(found, line, expand, max_hosts, "%s:%d: " % (path, number))
+    if not found:
+        raise TargetError("no nodes: give --node or --node-file with at least one host")
+    if sum(slots for _, slots in found.values()) > max_hosts:
+        raise TargetError("too many slots: over the limit of %d (--max-hosts)" % max_hosts)
+    return [NodeSpec(target, slots) for target, slots in found.values()]
+
+
+def job_line(line: str, where: str = "") -> Optional[str]:
+    """The command of one job-file line; None for a blank line or a ``#`` comment."""
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    check_command(text, where)
+    return text
+
+
+def check_command(command: str, where: str = "") -> None:
+    """JobError unless ``command`` can be sent (text without NUL)."""
+    if not isinstance(command, str):
+        raise JobError("%sa job must be text, not %r" % (where, command))
+    if "\0" in command:
+        raise JobError("%sa job cannot hold a NUL character: %r" % (where, command))
+    if not command.strip():
+        raise JobError("%sempty job %r" % (where, command))
+
+
+def _is_stream(path: str) -> bool:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise JobError("cannot read job file %r: %s" % (path, exc.strerror)) from None
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def read_jobs(commands: Sequence[str], files: Sequence[str] = ()) -> Tuple[List[str], Dict[int, str]]:
+    """``--job`` values and ``--job-file`` paths -> (commands known now, {fd: path} of streams).
+
+    A job file holds one command a line; blank lines and ``#`` comments are
+    skipped. ``-`` is standard input. A pipe or device (``-``, ``/dev/stdin``
+    fed by a running program) is not read here: it is opened non-blocking and
+    returned, for :class:`JobSource` to read as lines arrive. Bad input is a
+    JobError naming it.
+    """
+    known = []
+    for command in commands:
+        check_command(command)
+        known.append(command)
+    streams: Dict[int, str] = {}
+    try:
+        for path in files:
+            path = "/dev/stdin" if path == "-" else path
+            if _is_stream(path):
+                try:
+                    streams[os.open(path, os.O_RDONLY | os.O_NONBLOCK)] = path
+                except OSError as exc:
+                    raise JobError("cannot read job file %r: %s" % (path, exc.strerror)) from None
+                continue
+            for number, line in enumerate(_file_lines(path, "job file"), 1):
+                text = job_line(line, "%s:%d: " % (path, number))
+                if text is not None:
+                    known.append(text)
+    except BaseException:
+        for fd in streams:
+            os.close(fd)
+        raise
+    return known, streams
+
+
+# -- the scheduler ---------------------------------------------------------
+class _Link:
+    """One ssh connection of a node (a ControlMaster, or plain logins) and its slots."""
+
+    __slots__ = ("node", "index", "slots", "usable", "running", "path", "up")
+
+    def __init__(self, node: "_Node", index: int, slots: int, path: Optional[str]):
+        self.node, self.index, self.slots, self.usable = node, index, slots, slots
+        self.running = 0
+        self.path = path  # the ControlPath of a private master, else None
+        self.up = False   # its probe succeeded
+
+
+class _Node:
+    """A node of the pool: its connections, state and counters."""
+
+    __slots__ = ("label", "target", "slots", "links", "state", "running", "started",
+                 "admitted", "pinned", "probes_left")
+
+    def __init__(self, spec: NodeSpec):
+        self.label, self.target, self.slots = spec.target.label, spec.target, spec.slots
+        self.links: List[_Link] = []
+        self.state = PROBING
+        self.running = 0
+        self.started = 0
+        self.admitted = False
+        self.pinned: Deque[Job] = deque()
+        self.probes_left = 0
+
+
+def _last_line(data: bytes) -> str:
+    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
+    lines = [line for line in lines if line]
+    return lines[-1] if lines else ""
+
+
+def _failure_reason(record: Record) -> str:
+    """Why an attempt failed, in a few words (ssh's last stderr line when there is one)."""
+    if record.timed_out:
+        return "timed out"
+    last = _last_line(record.stderr)
+    if record.error:
+        return record.error
+    if record.signal is not None:
+        return "killed by signal %d" % record.signal
+    if record.exitcode is not None and record.exitcode != 255:
+        return "exit status %d" % record.exitcode + (": " + last if last else "")
+    return last or "ssh exited with status %s" % record.exitcode
+
+
+class JobSource(TaskSource):
+    """Hands the jobs to node slots; see the module's documentation.
+
+    ``nodes`` and ``commands`` come from :func:`parse_nodes` and
+    :func:`read_jobs` (``streams``: fds read as lines arrive);
+    ``on_each_node`` adds one job per node, pinned to it. ``notify(line)``
+    gets one line per event the user should know of (a node dropped, no node
+    left). ``jobs`` holds every job known so far, ``undone`` one line per job
+    no node could run, ``errors`` the bad streamed lines, ``counts`` the
+    attempts requeued (``retried``) and the nodes ``dropped``.
+    """
+
+    def __init__(self, nodes: List[NodeSpec], commands: List[str], options: Options,
+                 job_options: Optional[JobOptions] = None, streams: Optional[Dict[int, str]] = None,
+                 on_each_node: Optional[str] = None, notify: Callable[[str], None] = lambda line: None):
+        self.options = options
+        self.job_options = job_options = job_options or JobOptions()
+        self.notify = notify
+        self.streams = dict(streams or {})
+        self.jobs: Dict[int, Job] = {}
+        self.undone: List[str] = []
+        self.errors: List[str] = []
+        self.counts = {"retried": 0, "dropped": 0}
+        self._ssh = SshCommand(options)
+        self._env = dict(os.environ)
+        self._watch_stdin = not options.raw and not ssh_reads_no_stdin(options)
+        self._control_dir = None
+        if job_options.reuse and not options.persist:
+            self._control_dir = tempfile.mkdtemp(prefix="classh-jobs-")  # mode 0700
+        self._nodes = [_Node(spec) for spec in nodes]
+        self._by_label = {node.label: node for node in self._nodes}
+        self._queue: Deque[Job] = deque()
+        self._free: Deque[_Link] = deque()  # one entry per free slot
+        self._standby: Deque[_Node] = deque()  # ready, waiting for --max-nodes room
+        self._probes: Deque[Task] = deque()
+        self._alive = len(self._nodes)  # probing or ready, not retired
+        self._admitted = 0
+        self._pinned = 0  # pinned jobs waiting
+        self._running = 0
+        self._active: Dict[int, Tuple[_Link, Job]] = {}  # running jobs by id
+        self._skip: Set[str] = set()
+        self._partial: Dict[int, bytes] = {}
+        self._line_numbers: Dict[int, int] = {}
+        self._loop = self._supervisor = None
+        for number, node in enumerate(self._nodes):
+            self._plan_links(node, number)
+        for command in commands:
+            self._add_job(command)
+        if on_each_node is not None:
+            check_command(on_each_node)
+            for node in self._nodes:
+                self._add_job(on_each_node, node)
+
+    # -- set-up ------------------------------------------------------------
+    def _plan_links(self, node: _Node, number: int) -> None:
+        """One connection per SESSIONS_PER_MASTER slots (one in all without private masters)."""
+        if self._control_dir is None:
+            sizes = [node.slots]
+        else:
+            full, rest = divmod(node.slots, SESSIONS_PER_MASTER)
+            sizes = [SESSIONS_PER_MASTER] * full + ([rest] if rest else [])
+        for index, size in enumerate(sizes):
+            path = None
+            if self._control_dir is not None:
+                path = os.path.join(self._control_dir, "%d-%d" % (number, index))
+            link = _Link(node, index, size, path)
+            node.links.append(link)
+            self._probes.append(self._probe_task(link))
+        node.probes_left = len(sizes)
+
+    def _control_options(self, link: _Link, master: bool) -> List[str]:
+        if link.path is None:
+            return []
+        if master:
+            return ["ControlMaster=yes", "ControlPersist=%d" % MASTER_IDLE, "ControlPath=" + link.path]
+        return ["ControlMaster=no", "ControlPath=" + link.path]
+
+    def _auth(self) -> Optional[HostAuth]:
+        password = self.options.password
+        return HostAuth(password, True) if password is not None else None
+
+    def _probe_task(self, link: _Link) -> Task:
+        connect = self.options.connect_timeout or 10.0
+        return Task(key="probe-%s-%d" % (link.node.label, link.index),
+                    argv=self._ssh.argv(link.node.target, "true", self._control_options(link, True)),
+                    timeout=connect + PROBE_MARGIN, env=self._env, context=link,
+                    auth=self._auth(), internal=True)
+
+    def _add_job(self, command: str, node: Optional[_Node] = None) -> Job:
+        job = Job(len(self.jobs) + 1, command, pin=node.label if node else None)
+        self.jobs[job.id] = job
+        self._enqueue(job)
+        return job
+
+    def _enqueue(self, job: Job, front: bool = False) -> None:
+        """Put ``job`` in line (its node's line when pinned); undone when no node can take it."""
+        if job.pin is None:
+            if not self._alive:
+                self._give_up(job)
+            elif front:
+                self._queue.appendleft(job)
+            else:
+                self._queue.append(job)
+            return
+        node = self._by_label[job.pin]
+        if node.state in (DROPPED, RETIRED):
+            self._give_up(job)
+            return
+        node.pinned.append(job)
+        self._pinned += 1
+        if node.state == READY and not node.admitted:
+            self._admit(node)  # --max-nodes never keeps a pinned job from its node
+
+    def _give_up(self, job: Job) -> None:
+        self.undone.append("job-%d: %s" % (job.id, job.command))
+
+    # -- TaskSource ----------------------------------------------------------
+    def attach(self, loop, supervisor) -> None:
+        """Start reading the streamed job files."""
+        self._loop, self._supervisor = loop, supervisor
+        for fd in self.streams:
+            loop.add_reader(fd, lambda fd=fd: self._read(fd))
+
+    def next_task(self) -> Optional[Task]:
+        """A probe, else the next job on a free slot; None when nothing can start now."""
+        if self._probes:
+            return self._probes.popleft()
+        limit = self.job_options.max_running
+        if limit is not None and self._running >= limit:
+            return None
+        if self._queue:
+            while self._free:
+                link = self._free.popleft()
+                if self._usable(link):
+                    node = link.node
+                    return self._start(node.pinned.popleft() if node.pinned else self._queue.popleft(),
+                                       link)
+            return None
+        if self._pinned:
+            return self._next_pinned()
+        return None
+
+    def _next_pinned(self) -> Optional[Task]:
+        """A pinned job on a free slot of its node (the general queue is empty)."""
+        idle = []
+        task = None
+        while self._free and task is None:
+            link = self._free.popleft()
+            if not self._usable(link):
+                continue
+            if link.node.pinned:
+                task = self._start(link.node.pinned.popleft(), link)
+            else:
+                idle.append(link)
+        self._free.extend(idle)
+        return task
+
+    @staticmethod
+    def _usable(link: _Link) -> bool:
+        node = link.node
+        return node.state == READY and node.admitted and link.running < link.usable
+
+    def _start(self, job: Job, link: _Link) -> Task:
+        node = link.node
+        if job.pin is not None:
+            self._pinned -= 1
+        job.attempts += 1
+        link.running += 1
+        node.running += 1
+        node.started += 1
+        self._running += 1
+        self._active[job.id] = (link, job)
+        if self.job_options.max_node_uses and node.started >= self.job_options.max_node_uses:
+            self._retire(node)
+        return Task(key="job-%d" % job.id, argv=self._ssh.argv(node.target, self._remote(job),
+                                                               self._control_options(link, False)),
+                    timeout=self.options.timeout, env=self._env, context=(job, node.label),
+                    attempt=job.attempts, auth=self._auth(), hold_stdin=self._watch_stdin)
+
+    def _remote(self, job: Job) -> str:
+        if self.options.raw:
+            return job.command
+        return remote_command(job.command, self._watch_stdin,
+                              tag="%s.%d" % (self.job_options.run_id, job.id))
+
+    def fanout(self) -> int:
+        """The supervisor's cap for this source: every slot plus one probe per connection."""
+        return sum(node.slots + len(node.links) for node in self._nodes)
+
+    def pending(self) -> Optional[int]:
+        """Probes and jobs still to hand out (None while job files may bring more)."""
+        if self.streams:
+            return None
+        return len(self._probes) + len(self._queue) + self._pinned
+
+    def exhausted(self) -> bool:
+        """True once no probe or job is left to hand out and no job file is open."""
+        return not (self._probes or self._queue or self._pinned or self.streams)
+
+    def completed(self, task: Task, record: Record) -> bool:
+        """Account for an ended probe or attempt; True when ``record`` is the job's final one."""
+        if task.internal:
+            self._probed(task.context, record)
+            return False
+        job, label = task.context
+        node = self._by_label[label]
+        link = self._release(job, node)
+        record.job, record.node, record.command, record.attempts = job.id, label, job.command, job.attempts
+        final = self._judge(job, node, link, record)
+        if not final:
+            self.counts["retried"] += 1
+        self._check_nodes_left()
+        return final
+
+    # -- probes ----------------------------------------------------------------
+    def _probed(self, link: _Link, record: Record) -> None:
+        node = link.node
+        node.probes_left -= 1
+        if node.state != PROBING and node.state != READY:
+            return
+        if record.status != OK:
+            self._drop(node, "probe failed: " + _failure_reason(record))
+            self._check_nodes_left()
+            return
+        link.up = True
+        if node.state == PROBING:
+            node.state = READY
+            if self._admissible(node):
+                self._admit(node)
+            else:
+                self._standby.append(node)
+        elif node.admitted:
+            self._free.extend([link] * link.usable)
+
+    def _admissible(self, node: _Node) -> bool:
+        limit = self.job_options.max_nodes
+        return limit is None or self._admitted < limit or bool(node.pinned)
+
+    def _admit(self, node: _Node) -> None:
+        """Give ``node``'s slots to the jobs."""
+        node.admitted = True
+        self._admitted += 1
+        for link in node.links:
+            if link.up:
+                self._free.extend([link] * (link.usable - link.running))
+
+    def _admit_standby(self) -> None:
+        while self._standby and self._admissible(self._standby[0]):
+            node = self._standby.popleft()
+            if node.state == READY and not node.admitted:
+                self._admit(node)
+
+    # -- attempts --------------------------------------------------------------
+    def _release(self, job: Job, node: _Node) -> _Link:
+        """The attempt's slot is free again; returns its link."""
+        self._running -= 1
+        node.running -= 1
+        link = self._active.pop(job.id)[0]
+        link.running -= 1
+        if self._usable(link):
+            self._free.append(link)
+        return link
+
+    def _judge(self, job: Job, node: _Node, link: _Link, record: Record) -> bool:
+        """Decide what an ended attempt means for the job and its node."""
+        if record.interrupted or (self._supervisor is not None and self._supervisor.stopping):
+            return True
+        status = record.status
+        if status == OK:
+            _strip_mux_line(record)
+            return True
+        if status == SSH_ERROR and any(word in record.stderr for word in _MUX_REFUSED) \
+                and link.running > 0:
+            # The master's connection is full: not the node's fault nor the job's.
+            link.usable = max(1, link.running)
+            job.attempts -= 1
+            self._enqueue(job, front=True)
+            return False
+        if status == SSH_ERROR or (self.job_options.fail_node_on_error and job.pin is None):
+            self._drop(node, "job-%d: %s" % (job.id, _failure_reason(record)))
+        if job.attempts >= self.job_options.retries:
+            return True
+        if job.pin is not None and node.state in (DROPPED, RETIRED):
+            return True
+        self._enqueue(job, front=True)
+        return False
+
+    # -- nodes -----------------------------------------------------------------
+    def _drop(self, node: _Node, reason: str) -> None:
+        if node.state in (DROPPED,):
+            return
+        self._leave(node, DROPPED)
+        self.counts["dropped"] += 1
+        self.notify("node %s dropped: %s" % (node.label, reason))
+
+    def _retire(self, node: _Node) -> None:
+        """``node`` has started --max-node-uses jobs: it gets no more."""
+        self._leave(node, RETIRED)
+
+    def _leave(self, node: _Node, state: str) -> None:
+        if node.state in (PROBING, READY):
+            self._alive -= 1
+        if node.admitted:
+            node.admitted = False
+            self._admitted -= 1
+        node.state = state
+        while node.pinned:
+            self._pinned -= 1
+            self._give_up(node.pinned.popleft())
+        self._admit_standby()
+
+    def _check_nodes_left(self) -> None:
+        """With no node left, every job still waiting is undone."""
+        if self._alive or not self._queue:
+            return
+        self.notify("no node left: %d jobs not run" % len(self._queue))
+        while self._queue:
+            self._give_up(self._queue.popleft())
+
+    # -- streamed job files ------------------------------------------------------
+    def _read(self, fd: int) -> None:
+        data = read_ready(fd, READ_SIZE)
+        if data is None:
+            return
+        text = self._partial.pop(fd, b"") + data
+        if data:
+            text, _, rest = text.rpartition(b"\n")
+            if rest:
+                self._partial[fd] = rest
+        else:
+            self._loop.remove_reader(fd)
+            os.close(fd)
+        path = self.streams[fd] if data else self.streams.pop(fd)
+        for line in text.decode("utf-8", "replace").splitlines():
+            self._line_numbers[fd] = number = self._line_numbers.get(fd, 0) + 1
+            try:
+                command = job_line(line, "%s:%d: " % (path, number))
+            except JobError as exc:
+                self.errors.append(str(exc))
+                continue
+            if command is not None and command not in self._skip:
+                self._add_job(command)
+        self._check_nodes_left()
+        self._supervisor.fill()
+
+    # -- views -------------------------------------------------------------------
+    def node_states(self) -> List[Tuple[str, str, int, int]]:
+        """(node label, probing|ready|dropped|retired, slots, jobs running) for every node."""
+        return [(node.label, node.state, node.slots, node.running) for node in self._nodes]
+
+    def active(self) -> List[Tuple[str, int, str]]:
+        """(node label, job id, command) for every busy slot, oldest first."""
+        return [(link.node.label, job.id, job.command) for link, job in self._active.values()]
+
+    def skip(self, commands: Set[str]) -> int:
+        """``--resume``: drop the waiting jobs whose text is in ``commands``; how many went."""
+        self._skip |= set(commands)
+        before = len(self.jobs)
+        for job in [j for j in self.jobs.values() if j.command in self._skip and not j.attempts]:
+            del self.jobs[job.id]
+            if job.pin is None:
+                self._queue.remove(job)
+            else:
+                self._by_label[job.pin].pinned.remove(job)
+                self._pinned -= 1
+        return before - len(self.jobs)
+
+    # -- the end -------------------------------------------------------------------
+    def close(self) -> None:
+        """Close open job files; end the private masters and remove their directory."""
+        for fd in self.streams:
+            if self._loop is not None:
+                self._loop.remove_reader(fd)
+            os.close(fd)
+        self.streams.clear()
+        if self._control_dir is None:
+            return
+        links = [link for node in self._nodes for link in node.links if link.up]
+        _end_masters(self._ssh, links)
+        shutil.rmtree(self._control_dir, ignore_errors=True)
+        self._control_dir = None
+
+
+def _strip_mux_line(record: Record) -> None:
+    """A session the master could not open ran over a login of its own: drop ssh's note of it."""
+    if record.stderr.startswith(b"mux_client_request_session: "):
+        first, _, rest = record.stderr.partition(b"\n")
+        record.stderr = rest
+        record.stderr_size -= len(first) + 1
+
+
+def _end_masters(ssh: SshCommand, links: List[_Link]) -> None:
+    """``ssh -O exit`` to every master at once; wait (a bounded time) for them to answer."""
+    children = []
+    for link in links:
+        argv = ssh.control_argv(link.node.target, "exit", link.path)
+        try:
+            children.append(spawn(argv))
+        except SpawnError:
+            continue
+    deadline = time.monotonic() + CLOSE_WAIT
+    for child in children:
+        _wait(child.pid, deadline)
+        os.close(child.stdout)
+        os.close(child.stderr)
+
+
+def _wait(pid: int, deadline: float) -> None:
+    """Reap ``pid``, killing it when ``deadline`` passes."""
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return
+        time.sleep(0.005)
+
+
+# -- the Python API ------------------------------------------------------------
+def _split_opts(opts: Union[None, Options, dict]) -> Tuple[Options, JobOptions, dict]:
+    """(Options, JobOptions, the rest: on_each_node, notify) from the API's ``opts``."""
+    if isinstance(opts, Options) or opts is None:
+        return as_options(opts), JobOptions(), {}
+    values = dict(opts)
+    names = {f.name for f in fields(JobOptions)}
+    job_values = {k: values.pop(k) for k in list(values) if k in names}
+    rest = {k: values.pop(k) for k in ("on_each_node", "notify") if k in values}
+    return as_options(values), JobOptions(**job_values), rest
+
+
+def _node_args(nodes) -> List[str]:
+    if isinstance(nodes, str):
+        return [nodes]
+    return [node.label if isinstance(node, Target) else node for node in nodes]
+
+
+def jobs(nodes, jobs, opts=None) -> Dict[int, Record]:
+    """Run ``jobs`` (commands) over the slots of ``nodes``; ``{job_id: record}``.
+
+    ``nodes`` is a pattern or a list of them (``"node[1-4]*2"``: 2 slots
+    each); ``jobs`` a list of commands (ids 1, 2, 3... in that order).
+    ``opts`` is an :class:`Options`, or a dict of Options and
+    :class:`JobOptions` keywords plus ``on_each_node`` (a command run once on
+    every node) and ``notify`` (called with each line for the user: a node
+    dropped...). Each record has ``command``, ``node``, ``exitcode``,
+    ``output``, ``errors``, ``started``, ``stopped``, ``attempts``; a job no
+    node could run gets an ssh-error record saying so. Bad input raises
+    TargetError/OptionError before anything runs; a signal ends the call as
+    with :func:`classh.run` (KeyboardInterrupt for SIGINT).
+    """
+    options, job_options, rest = _split_opts(opts)
+    specs = parse_nodes(_node_args(nodes), expand=options.expand, max_hosts=options.max_hosts)
+    commands, _ = read_jobs([jobs] if isinstance(jobs, str) else list(jobs))
+    source = JobSource(specs, commands, options, job_options, **rest)
+    collector = _Collector()
+    sinks = assemble(options, views=lambda skip: [collector])
+    summary = Run(source, options, sinks.observers, keep=sinks.keep, fanout=source.fanout()).run()
+    if summary.interrupted_by is not None:
+        _reraise(summary.interrupted_by)
+    return _results(source, collector.records)
+
+
+def _results(source: JobSource, records: Dict[str, Record]) -> Dict[int, Record]:
+    """Every job's record by id; a job that never got one is recorded as undone."""
+    results = {}
+    for job in source.jobs.values():
+        record = records.get("job-%d" % job.id)
+        if record is None:
+            record = Record(host="job-%d" % job.id, ssh_error=True, error="no node left to run it",
+                            job=job.id, command=job.command, attempts=job.attempts)
+        results[job.id] = record
+    return results
