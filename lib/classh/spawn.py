@@ -2,8 +2,9 @@
 
 Children are started with ``posix_spawn`` (vfork speed, no Python code runs in
 the child) in a session of their own, so a whole process group can be killed.
-Their stdout and stderr are separate pipes; stdin is /dev/null unless input is
-given (then a pipe the caller writes to). Optionally the child gets a pseudo
+Their stdout and stderr are separate pipes; stdin is /dev/null unless the
+caller asks for a pipe (to write input to, or to hold open writing nothing:
+the remote watchdog's sign that ssh is gone). Optionally the child gets a pseudo
 terminal as its controlling terminal (for ssh's password prompts), while its
 stdout and stderr stay on their pipes.
 """
