@@ -49,7 +49,7 @@ def test_exclude_twice_keeps_both_values_once(argv):
 
 @pytest.mark.parametrize("option,key,prefix", [("-O", "--ssh-option", "--ssh-o"),
                                                ("-S", "--success", "--succ"),
-                                               ("-E", "--failure", "--fail"),
+                                               ("-E", "--failure", "--failu"),
                                                ("-x", "--exclude", "--ex")])
 def test_each_repeatable_option_keeps_its_values_in_every_spelling(option, key, prefix):
     argv = ["-q" + option[1:], "v1", option + "v2", key, "v3", prefix + "=v4", "true", "h"]

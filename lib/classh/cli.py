@@ -19,7 +19,9 @@ from .interactive import Shell
 from .hostmode import TargetSource, is_stream, open_stream, task_maker
 from .observers import SinkError
 from .options import MAX_PERSIST, Options, OptionError, from_env, positive_int
-from .results import ResultsError
+from .jobviews import (JOB_FORMATS, ActiveNodes, JobLog, JobOutput, JobStatusLine,
+                       job_summary_line)
+from .results import (ResultsDir, ResultsError, done_commands, ok_jobs, prepare_results_dir)
 from .run import EXIT_CLASSH, EXIT_USAGE, Run, RunSummary, assemble
 from .routers import RouterError, Routing, make_router
 from .persist import DEFAULT_PERSIST, PersistError, control_dir, sockets_for, sweep_stale
@@ -36,8 +38,10 @@ host's output, errors and exit status.
 
 Usage:
   classh [options] [-x PATTERN]... [-O OPTION]... [-S DEST]... [-E DEST]...
+         [--job CMD]... [--job-file FILE]...
          [--] (-i | --close | --list | --fold | --copy=SRC... --dest=PATH
-               | --slurp=REMOTE --dest=PATH | COMMAND) [--] [TARGET...]
+               | --slurp=REMOTE --dest=PATH | (--node=HOST | --node-file=FILE)...
+               | COMMAND) [--] [TARGET...]
   classh -h | --help
   classh --version
 
@@ -66,6 +70,39 @@ Modes:
   --fold                         Read host names on stdin and print them
                                  folded into ranges: n[1-40,45].
   --count                        With --list or --fold: print how many hosts.
+
+Job mode (chosen by --node or --node-file; it takes no COMMAND, no TARGET):
+  Jobs are run over node slots, each slot one job at a time, over one ssh
+  connection per node; a dead node is dropped and its job goes to another.
+  --node HOST                    A node: a pattern as a TARGET (ranges,
+                                 commas); HOST*K, or a node named K times,
+                                 has K slots (repeatable).
+  --node-file FILE               Nodes from FILE, one pattern a line
+                                 (repeatable).
+  --job CMD                      A job: CMD runs once, on some node
+                                 (repeatable).
+  --job-file FILE                Jobs from FILE, one command a line; blank
+                                 lines and '#' comments skipped; a pipe
+                                 such as "-" (stdin) is read as lines arrive
+                                 (repeatable).
+  --on-each-node CMD             A job running CMD once on every distinct
+                                 node, whatever its slots.
+  --retries N                    Attempts per job (default 3).
+  --fail-node-on-error           A job exiting non-zero also drops its node.
+  --max-node-uses N              Run at most N jobs on one node.
+  --max-nodes N                  Use at most N nodes.
+  --no-reuse                     Log in once per job (no shared connection).
+  -k, --keep-order               Show jobs' output in job order.
+  --joblog FILE                  Write GNU parallel's joblog into FILE (new
+                                 unless --overwrite).
+  --active-nodes FILE            Keep FILE listing the busy slots, one a
+                                 line: "node: job-ID command".
+  In job mode -n caps the jobs running over the whole pool (default: the
+  slots), -t is per job (default: none), --format is lines ("job-ID node:
+  line") or json (one object per job); by default each job's stdout (and
+  stderr) is written whole when it ends. -o DIR gets job-ID.out, .err,
+  .ret and summary.jsonl; --resume skips the jobs (by their text) that
+  succeeded there. The run id is printed on stderr: classh: run ID.
 
 Options:
   -n N, --numjobs N              Run on at most N hosts at a time (default 100).
@@ -142,6 +179,8 @@ Exit status:
   0 all hosts ok; 1 classh failed; 2 usage or bad input; 3 some host timed
   out or was killed; 4 some ssh error; 5 some command exited non-zero (the
   first of 4, 3, 5 that applies); 130/143 interrupted by SIGINT/SIGTERM.
+  Job mode: 4 some jobs left undone (no node could run them: listed on
+  stderr), then 3 (a job timed out or was killed), then 5 (a job failed).
 """
 
 FORMATS = ("classic", "lines", "gather", "json")
@@ -257,7 +296,7 @@ def explain_bad_arguments(argv: List[str], exc: DocoptExit) -> str:
                     break
     words = [_long_name(word, table) if word.startswith("--") else word
              for word in argv[:argv.index("--") if "--" in argv else len(argv)]]
-    modes = sorted(set(word for word in words if word in _MODE_WORDS))
+    modes = sorted(set(_JOB_MODE_WORDS.get(word, word) for word in words if word in _MODE_WORDS))
     if len(modes) > 1:
         return "%s cannot be used together" % " and ".join(modes)
     if set(modes) & {"--copy", "--slurp"} and "--dest" not in words:
@@ -269,7 +308,10 @@ def explain_bad_arguments(argv: List[str], exc: DocoptExit) -> str:
     return "bad arguments: %s" % " ".join(shlex.quote(word) for word in argv)
 
 
-_MODE_WORDS = ("--copy", "--slurp", "-i", "--interactive", "--close", "--list", "--fold")
+_MODE_WORDS = ("--copy", "--slurp", "-i", "--interactive", "--close", "--list", "--fold",
+               "--node", "--node-file")
+#: Either word chooses job mode (named by the first).
+_JOB_MODE_WORDS = {"--node-file": "--node"}
 
 
 def build_options(args: dict, environ) -> Options:
@@ -426,12 +468,18 @@ def routing_for(args: dict, options: Options, source: TargetSource, out: SafeStr
 #: Options that only a run shows or saves through (-i shows everything gathered).
 _RUN_OUTPUTS = ("--results", "--json", "--format", "--quiet", "--progress", "--status",
                 "--resume", "--overwrite", "--success", "--failure")
+#: Options only job mode uses.
+_JOB_ONLY = ("--job", "--job-file", "--on-each-node", "--retries", "--fail-node-on-error",
+             "--max-node-uses", "--max-nodes", "--no-reuse", "--keep-order", "--joblog",
+             "--active-nodes")
 #: Per mode, the options it cannot use (they would be silently ignored).
 _REFUSED = {
     "--interactive": _RUN_OUTPUTS + ("--count",),
     "--close": _RUN_OUTPUTS + ("--count", "--sudo", "--sudo-user", "--raw"),
+    "jobs": ("--count", "--exclude", "--sudo", "--sudo-user", "--raw", "--success", "--failure"),
 }
 _MODE_NAMES = {
+    "jobs": "job mode (--node, --node-file)",
     "run": "a COMMAND (--count goes with --list or --fold)",
     "--copy": "--copy (--count goes with --list or --fold)",
     "--slurp": "--slurp (--count goes with --list or --fold)",
@@ -448,10 +496,13 @@ _ONLY = {
 
 
 def mode_of(args: dict) -> str:
-    """The mode given: --copy, --slurp, --interactive, --close, --list, --fold, or 'run'."""
+    """The mode given: --copy, --slurp, --interactive, --close, --list, --fold, 'jobs'
+    (--node or --node-file), or 'run'."""
     for mode in ("--copy", "--slurp", "--interactive", "--close", "--list", "--fold"):
         if args[mode]:
             return mode
+    if args["--node"] or args["--node-file"]:
+        return "jobs"
     return "run"
 
 
@@ -463,6 +514,10 @@ def check_mode_options(args: dict, mode: str) -> None:
         refused = [name for name in given if name not in _ONLY[mode]]
     else:
         refused = [name for name in _REFUSED.get(mode, ("--count",)) if name in given]
+        job_only = [name for name in _JOB_ONLY if name in given]
+        if job_only and mode != "jobs":
+            raise UsageError("%s only go%s with job mode (--node or --node-file)"
+                             % (", ".join(job_only), "" if len(job_only) > 1 else "es"))
     if refused:
         raise UsageError("%s cannot be used with %s" % (", ".join(refused), _MODE_NAMES.get(mode, mode)))
     if mode == "--fold" and args["TARGET"]:
@@ -487,12 +542,16 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
     if mode in ("--list", "--fold"):
         need_stdout(closed, mode)
         return list_hosts(args, environ) if mode == "--list" else fold_hosts(args)
+    if mode == "jobs":
+        check_job_args(args)
     options = build_options(args, environ)
     if mode == "--interactive":
         need_stdout(closed, "-i")
         return interactive(args, environ, options)
     if mode == "--close":
         return close_connections(args, environ, options)
+    if mode == "jobs":
+        return run_jobs(args, environ, options, closed)
     if 1 in closed and (shows_per_host(args) or "-" in args["--success"] + args["--failure"]):
         need_stdout(closed, "the per-host display" if shows_per_host(args) else "-S/-E -",
                     "redirect it, or use -q -o DIR")
@@ -513,6 +572,146 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
                      views=views)
     summary = Run(source, options, sinks.observers, keep=sinks.keep).run()
     return report(summary, source, names, args, err)
+
+
+# -- job mode -------------------------------------------------------------------
+
+def check_job_args(args: dict) -> None:
+    """Refuse what job mode cannot take, before anything is read or asked: a COMMAND or
+    TARGET, a --format it has not, bad numbers."""
+    words = ([args["COMMAND"]] if args["COMMAND"] else []) + list(args["TARGET"])
+    if words:
+        raise UsageError("job mode (--node, --node-file) takes no COMMAND or TARGET: %s "
+                         "(give jobs with --job, --job-file or --on-each-node)"
+                         % " ".join(shlex.quote(word) for word in words))
+    fmt = args["--format"]
+    if fmt is not None and fmt not in JOB_FORMATS:
+        raise UsageError("job mode has no --format %r (choose from %s; the default writes "
+                         "each job's output whole)" % (fmt, ", ".join(JOB_FORMATS)))
+    job_options(args)
+
+
+def job_options(args: dict, **generated):
+    """The JobOptions of the command line (numbers checked: an OptionError names the bad one)."""
+    from .jobs import JobOptions
+
+    def number(name: str) -> Optional[int]:
+        value = args[name]
+        return None if value is None else positive_int(name if name != "--numjobs" else "-n", value)
+
+    retries = number("--retries")
+    return JobOptions(
+        retries=3 if retries is None else retries,
+        fail_node_on_error=args["--fail-node-on-error"],
+        max_node_uses=number("--max-node-uses"), max_nodes=number("--max-nodes"),
+        max_running=number("--numjobs"), reuse=not args["--no-reuse"], **generated)
+
+
+def job_run_options(args: dict, environ, options: Options) -> Options:
+    """Job mode's Options: no timeout unless -t or $CLASSH_TIMEOUT gives one (jobs are long
+    work), -n is the pool's cap (JobOptions), not the fanout."""
+    if args["--timeout"] is None and not environ.get("CLASSH_TIMEOUT"):
+        options = options.replace(timeout=None)
+    return options
+
+
+def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
+    """Job mode: jobs over node slots (see the scheduler, :mod:`classh.jobs`); the exit status."""
+    from .jobs import JobSource, parse_nodes, read_jobs
+
+    if 1 in closed and shows_per_host(args):
+        need_stdout(closed, "the job output", "redirect it, or use -q -o DIR")
+    if args["--resume"] and not options.results:
+        raise UsageError("--resume needs a results directory (-o DIR)")
+    options = job_run_options(args, environ, options)
+    nodes = parse_nodes(args["--node"], args["--node-file"], expand=options.expand,
+                        max_hosts=options.max_hosts)
+    commands, streams = read_jobs(args["--job"], args["--job-file"])
+    if not (commands or streams or args["--on-each-node"]):
+        raise UsageError("no job given%s" % (
+            " (the job files %s hold none)" % ", ".join(map(repr, args["--job-file"]))
+            if args["--job-file"] else " (use --job, --job-file or --on-each-node)"))
+    settings = job_options(args)
+    out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
+    source = JobSource(nodes, commands, options, settings, streams,
+                       on_each_node=args["--on-each-node"], notify=_notifier(err))
+    done = results_to_keep(args, options)
+    skipped_ids = {job.id for job in source.jobs.values() if job.command in done}
+    skipped = source.skip(done) if done else 0
+    sinks = assemble(options.replace(results=None), mode=job_sinks(args, options, source),
+                     overwrite=args["--overwrite"], json_path=args["--json"],
+                     views=lambda skip: job_views(args, out, err, source, skipped_ids))
+    _say(err, "run %s" % settings.run_id)
+    fanout = sum(node.slots for node in nodes) + len(nodes)
+    summary = Run(source, options, sinks.observers, keep=sinks.keep, fanout=fanout).run()
+    return report_jobs(summary, source, skipped, err)
+
+
+def _say(err: SafeStream, line: str, prefix: str = "classh: ") -> None:
+    """One ``classh: ...`` line on stderr (a stderr gone only loses it)."""
+    try:
+        err.write(("%s%s\n" % (prefix, line)).encode(errors="replace"))
+    except SinkError:
+        pass
+
+
+def _notifier(err: SafeStream) -> Callable[[str], None]:
+    return lambda line: _say(err, line)
+
+
+def results_to_keep(args: dict, options: Options) -> set:
+    """Prepare -o DIR (new or empty unless --resume/--overwrite); with --resume, the
+    commands that succeeded there (the jobs to skip)."""
+    if not options.results:
+        return set()
+    prepare_results_dir(options.results, resume=args["--resume"], overwrite=args["--overwrite"])
+    return done_commands(options.results) if args["--resume"] else set()
+
+
+def job_sinks(args: dict, options: Options, source) -> list:
+    """The files of a job run: -o DIR, --joblog, --active-nodes (in that order)."""
+    sinks = []
+    if options.results:
+        protect = ok_jobs(options.results) if args["--resume"] else ()
+        sinks.append(ResultsDir(options.results, replace=args["--resume"] or args["--overwrite"],
+                                protect=protect))
+    if args["--joblog"]:
+        sinks.append(JobLog(args["--joblog"], overwrite=args["--overwrite"]))
+    if args["--active-nodes"]:
+        sinks.append(ActiveNodes(args["--active-nodes"], source.active))
+    return sinks
+
+
+def job_views(args: dict, out: SafeStream, err: SafeStream, source, skipped_ids: set) -> list:
+    """The observers showing a job run: --status, --progress, the job output."""
+    observers = []
+    if args["--status"]:
+        observers.append(JobStatusLine(err, source, enabled=is_terminal(sys.stderr),
+                                       skipped=lambda: len(skipped_ids)))
+    if args["--progress"]:
+        observers.append(ProgressDisplay(err))
+    if shows_per_host(args):
+        observers.append(JobOutput(out, err, args["--format"], keep_order=args["--keep-order"],
+                                   skipped=skipped_ids.__contains__))
+    return observers
+
+
+def report_jobs(summary: RunSummary, source, skipped: int, err: SafeStream) -> int:
+    """The problems, the undone jobs (one a line) and the summary line on stderr; the exit
+    status."""
+    for problem in summary.problems:
+        _say(err, problem)
+    for line in summary.undone:
+        _say(err, "undone: %s" % line)
+    counts = getattr(source, "counts", {}) or {}
+    if (summary.interrupted_by is None and not summary.tally.total and not skipped
+            and not summary.undone and not summary.input_errors and not summary.fatal):
+        _say(err, "no job to run (the job files brought none)")
+        return EXIT_USAGE
+    _say(err, job_summary_line(summary.tally, summary.elapsed, summary.interrupted_by is not None,
+                               retried=counts.get("retried", 0), dropped=counts.get("dropped", 0),
+                               undone=len(summary.undone), skipped=skipped), prefix="")
+    return summary.exit_status
 
 
 def report(summary: RunSummary, source: TargetSource, names: List[str], args: dict,

@@ -299,15 +299,16 @@ _SUMMARY_WORDS = ((OK, "ok"), (FAILED, "failed"), (SSH_ERROR, "ssh error"),
                   (TIMEOUT, "timed out"), (KILLED, "killed"))
 
 
-def summary_line(tally: Tally, elapsed: float, interrupted: bool = False) -> str:
-    """``classh: 52 hosts in 3.1 s: 50 ok, 1 ssh error, 1 timed out``."""
+def summary_line(tally: Tally, elapsed: float, interrupted: bool = False, noun: str = "host") -> str:
+    """``classh: 52 hosts in 3.1 s: 50 ok, 1 ssh error, 1 timed out`` (``noun``: job mode's
+    ``jobs``)."""
     counts = ", ".join(
         "%d %s" % (tally.counts[status], word)
         for status, word in _SUMMARY_WORDS
         if tally.counts[status] or status == OK
     )
     plural = "" if tally.total == 1 else "s"
-    line = "classh: %d host%s in %.1f s: %s" % (tally.total, plural, elapsed, counts)
+    line = "classh: %d %s%s in %.1f s: %s" % (tally.total, noun, plural, elapsed, counts)
     if interrupted:
         line += " (interrupted)"
     return line

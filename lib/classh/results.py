@@ -22,7 +22,7 @@ __all__ = [
     "STATUSES", "PROGRESS_CHAR", "exit_status", "describe_exit",
     "record_to_dict", "record_from_dict", "json_line", "load_results",
     "ResultsDir", "ResultsError", "JsonFile", "prepare_results_dir", "result_path",
-    "open_new", "open_directory", "ret_text", "write_all",
+    "open_new", "open_directory", "ret_text", "write_all", "done_commands", "ok_jobs",
 ]
 
 OK = "ok"
@@ -346,6 +346,41 @@ def prepare_results_dir(directory: str, resume: bool = False, overwrite: bool = 
     return done
 
 
+def _job_records(directory: str):
+    """The job lines of ``directory``'s ``summary.jsonl`` as dicts, oldest first (none when
+    there is no summary; a line cut short by a kill is passed over). Never read through a
+    symlink."""
+    path = os.path.join(directory, SUMMARY)
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ResultsError("cannot read %r: %s" % (path, exc.strerror)) from None
+    with os.fdopen(fd, "rb") as lines:
+        for line in lines:
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and data.get("job") is not None:
+                yield data
+
+
+def done_commands(directory: str) -> set:
+    """Job mode's ``--resume``: the commands whose last record in ``directory`` succeeded
+    (a job's identity is its text)."""
+    last = {data.get("command"): data.get("status") == OK for data in _job_records(directory)}
+    return {command for command, ok in last.items() if ok and isinstance(command, str)}
+
+
+def ok_jobs(directory: str) -> set:
+    """The jobs (``job-ID``) whose last record in ``directory`` succeeded: their files are
+    results to keep, never replaced by a later run's job of the same number."""
+    last = {data.get("host"): data.get("status") == OK for data in _job_records(directory)}
+    return {host for host, ok in last.items() if ok}
+
+
 def _close_quietly(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
@@ -368,9 +403,12 @@ class ResultsDir(Observer):
     ``close`` never raises and closes every fd.
     """
 
-    def __init__(self, directory: str, replace: bool = False, stdout: bool = True):
+    def __init__(self, directory: str, replace: bool = False, stdout: bool = True,
+                 protect: Iterable[str] = ()):
         self.directory = directory
         self.replace = replace
+        #: Hosts (jobs) whose files are never replaced, even with ``replace``.
+        self.protect = frozenset(protect)
         self.streams = (1, 2) if stdout else (2,)
         self._open: Dict[str, Dict[int, int]] = {}
         self._summary_path = os.path.join(directory, SUMMARY)
@@ -394,7 +432,10 @@ class ResultsDir(Observer):
         """A new ``host.suffix``; SinkError (for the host) when it cannot be made."""
         name = self._name(host, suffix)
         with SinkError.wrap(os.path.join(self.directory, name), host):
-            return open_new(name, self._dir, replace=self.replace)
+            return open_new(name, self._dir, replace=self._replaces(host))
+
+    def _replaces(self, host: str) -> bool:
+        return self.replace and host not in self.protect
 
     def _create_outputs(self, host: str) -> Dict[int, int]:
         files = self._open[host] = {}
@@ -405,7 +446,7 @@ class ResultsDir(Observer):
     def started(self, task) -> None:
         """Create the host's .out and .err files (a .ret of an earlier run is removed)."""
         host = task.key
-        if self.replace:
+        if self._replaces(host):
             # A .ret left from an earlier run must not describe this one.
             with SinkError.wrap(os.path.join(self.directory, self._name(host, ".ret")), host):
                 with contextlib.suppress(FileNotFoundError):
@@ -428,6 +469,19 @@ class ResultsDir(Observer):
             suffix = ".out" if fd == 1 else ".err"
             raise SinkError(os.path.join(self.directory, self._name(task.key, suffix)),
                             exc, task.key) from exc
+
+    def retried(self, task, record: Record) -> None:
+        """An attempt that runs again (job mode): its partial .out and .err go away, so that
+        the final attempt's files are the only ones."""
+        files = self._open.pop(task.key, {})
+        for fd in files.values():
+            if fd >= 0:
+                _close_quietly(fd)
+        for suffix in (".out", ".err"):
+            name = self._name(task.key, suffix)
+            with SinkError.wrap(os.path.join(self.directory, name), task.key):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=self._dir)
 
     def finished(self, task, record: Record) -> None:
         """Close the output files, write .ret and the summary line.

@@ -1,0 +1,328 @@
+"""What job mode shows and saves: job output, the status line, the joblog, active nodes.
+
+Every class here is an :class:`~classh.observers.Observer` of a job run. They
+see each job's final record in ``finished``; an attempt that the scheduler
+runs again arrives as ``retried`` and is not a result (its output is dropped).
+Output is written to streams handed in by the caller; nothing here picks
+``sys.stdout``.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from typing import Callable, Dict, List, Optional
+
+from .display import SafeStream, StatusLine, StreamObserver, _indent
+from .observers import Observer, SinkError
+from .results import (OK, SSH_ERROR, SSH_ERROR_EXIT, Record, ResultsError, Tally,
+                      describe_exit, json_line, open_new, write_all, _close_quietly)
+
+__all__ = ["JobOutput", "JobStatusLine", "JobLog", "ActiveNodes", "job_summary_line",
+           "JOB_FORMATS", "JOBLOG_HEADER", "joblog_row"]
+
+#: Job mode's --format values: None is the default (each job's output, whole).
+JOB_FORMATS = ("lines", "json")
+
+JOBLOG_HEADER = b"Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n"
+
+
+def _whole_lines(data: bytes) -> bytes:
+    """``data`` ending with a newline (an unterminated last line gets one)."""
+    return data if not data or data.endswith(b"\n") else data + b"\n"
+
+
+def job_label(record: Record) -> str:
+    """``job-17`` (the record's task key)."""
+    return record.host
+
+
+class JobOutput(StreamObserver):
+    """Each job's output, written whole when the job ends (never mixed mid-line with another's).
+
+    ``fmt`` None: the job's stdout to ``out`` and its stderr to ``err``, as
+    they were (an unterminated last line gets a newline), and one line on
+    ``err`` for a job that did not succeed. ``"lines"``: every line prefixed
+    ``job-ID node: `` (stdout lines to ``out``, stderr lines to ``err``).
+    ``"json"``: one JSON object per job on ``out`` (see ``record_to_dict``),
+    with the whole output.
+
+    Output is collected here as it arrives (so the records need carry none);
+    a retried attempt's is dropped. With ``keep_order`` jobs are written in
+    job order: a finished job waits until every job before it was written,
+    or is known never to come (``skipped(id)``: done before, ``--resume``);
+    ``close`` writes what still waits (jobs left undone come no more).
+    """
+
+    def __init__(self, out: SafeStream, err: SafeStream, fmt: Optional[str] = None,
+                 keep_order: bool = False, skipped: Callable[[int], bool] = lambda job: False):
+        super().__init__(out, err)
+        self.out, self.err = out, err
+        self.fmt = fmt
+        self.keep_order = keep_order
+        self.skipped = skipped
+        self.buffers: Dict[str, Dict[int, list]] = {}
+        self.held: Dict[int, tuple] = {}
+        self.next_job = 1
+
+    def output(self, task, fd: int, data: bytes) -> None:
+        """Keep ``data`` until the job ends."""
+        self.buffers.setdefault(task.key, {1: [], 2: []})[fd].append(data)
+
+    def retried(self, task, record: Record) -> None:
+        """This attempt is no result: forget its output."""
+        self.buffers.pop(task.key, None)
+
+    def finished(self, task, record: Record) -> None:
+        """Write the job's output now, or hold it for ``keep_order``."""
+        chunks = self.buffers.pop(task.key, {1: [], 2: []})
+        stdout, stderr = b"".join(chunks[1]), b"".join(chunks[2])
+        if not self.keep_order or record.job is None:
+            self.write(record, stdout, stderr)
+            return
+        self.held[record.job] = (record, stdout, stderr)
+        self._release()
+
+    def _release(self) -> None:
+        """Write held jobs while the next one in order is there (or never comes)."""
+        while True:
+            if self.next_job in self.held:
+                self.write(*self.held.pop(self.next_job))
+            elif not self.skipped(self.next_job):
+                return
+            self.next_job += 1
+
+    def write(self, record: Record, stdout: bytes, stderr: bytes) -> None:
+        """Write one job's output in the chosen format."""
+        if self.fmt == "json":
+            whole = dataclasses.replace(record, stdout=stdout, stderr=stderr,
+                                        stdout_size=len(stdout), stderr_size=len(stderr))
+            self.out.write(json_line(whole))
+            return
+        if self.fmt == "lines":
+            prefix = ("%s %s: " % (job_label(record), record.node or "-")).encode()
+            self.out.write(_indent(stdout, prefix))
+            self.err.write(_indent(stderr, prefix) + self._failure_line(record))
+            return
+        self.out.write(_whole_lines(stdout))
+        self.err.write(_whole_lines(stderr) + self._failure_line(record))
+
+    @staticmethod
+    def _failure_line(record: Record) -> bytes:
+        """``classh: job-3 on node2: exit 1: make test`` for a job that did not succeed."""
+        if record.status == OK:
+            return b""
+        why = describe_exit(record)
+        why = "exit " + why if why.isdigit() else why
+        if record.error:
+            why += " (%s)" % record.error
+        return ("classh: %s on %s: %s: %s\n" % (job_label(record), record.node or "no node",
+                                                why, record.command)).encode(errors="replace")
+
+    def close(self) -> None:
+        """Write the jobs still held (in order), then hand the streams back."""
+        try:
+            for job in sorted(self.held):
+                self.write(*self.held.pop(job))
+        finally:
+            self.buffers.clear()
+            super().close()
+
+
+class JobStatusLine(StatusLine):
+    """``110 of 556 jobs complete, 176 of 176 nodes running jobs, 2 failed, 5 retried,
+    1 node dropped, 3.2/s, ETA 2m10s`` on a terminal, from the scheduler's own counts.
+
+    ``source`` is the :class:`~classh.jobs.JobSource` (``jobs``, ``node_states()``,
+    ``counts``, ``pending()``); ``skipped`` counts jobs done before (``--resume``).
+    """
+
+    def __init__(self, err: SafeStream, source, enabled: bool, skipped: Callable[[], int] = lambda: 0):
+        super().__init__(err, None, enabled)
+        self.source = source
+        self.skipped = skipped
+
+    def text(self) -> str:
+        """The status text (without terminal control)."""
+        done = self.tally.total
+        failed = done - self.tally.counts[OK]
+        states = self.source.node_states()
+        alive = [s for s in states if s[1] != "dropped"]
+        busy = sum(1 for s in alive if s[3] > 0)
+        streaming = self.source.pending() is None
+        total = len(self.source.jobs) - self.skipped()
+        counts = getattr(self.source, "counts", {}) or {}
+        return status_text(done, None if streaming else total, busy, len(alive), failed,
+                           counts.get("retried", 0), counts.get("dropped", 0),
+                           time.monotonic() - self.started_at)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60)
+    if seconds >= 60:
+        return "%dm%02ds" % (seconds // 60, seconds % 60)
+    return "%ds" % seconds
+
+
+def status_text(done: int, total: Optional[int], busy: int, nodes: int, failed: int,
+                retried: int, dropped: int, elapsed: float) -> str:
+    """The job status line from its figures (``total`` None: more jobs may still arrive)."""
+    rate = done / max(1e-6, elapsed)
+    parts = ["%d of %s jobs complete" % (done, "?" if total is None else total),
+             "%d of %d nodes running jobs" % (busy, nodes)]
+    if failed:
+        parts.append("%d failed" % failed)
+    if retried:
+        parts.append("%d retried" % retried)
+    if dropped:
+        parts.append("%d node%s dropped" % (dropped, "" if dropped == 1 else "s"))
+    parts.append("%.1f/s" % rate)
+    eta = "?" if total is None or not rate else _duration(max(0, total - done) / rate)
+    parts.append("ETA " + eta)
+    return ", ".join(parts) + "."
+
+
+def joblog_row(record: Record) -> bytes:
+    """One line of GNU parallel's joblog for a job's final record.
+
+    Exitval is the exit code (255 for an ssh error, -1 when the job was
+    killed or timed out, as parallel writes it); Signal the signal number
+    or 0; Receive the bytes of stdout; Send 0 (jobs get no input). Tabs and
+    newlines in the command are written as spaces (one row a line).
+    """
+    if record.status == SSH_ERROR:
+        exitval = SSH_ERROR_EXIT
+    elif record.exitcode is None or record.timed_out or record.interrupted:
+        exitval = -1
+    else:
+        exitval = record.exitcode
+    command = (record.command or "").replace("\t", " ").replace("\n", " ")
+    return ("%d\t%s\t%.3f\t%.3f\t0\t%d\t%d\t%d\t%s\n" % (
+        record.job or 0, record.node or "", record.started, record.duration,
+        record.stdout_size, exitval, record.signal or 0, command)).encode(errors="surrogateescape")
+
+
+class JobLog(Observer):
+    """``--joblog FILE``: GNU parallel's TAB-separated joblog, one row per job's final record.
+
+    FILE must be new (``overwrite``: an existing one is replaced); it is never
+    opened through a symlink. A write error raises :class:`SinkError` for
+    every job (``host`` None): the run ends cleanly.
+    """
+
+    def __init__(self, path: str, overwrite: bool = False):
+        self.path = path
+        try:
+            self._fd = open_new(path, replace=overwrite)
+        except FileExistsError:
+            raise ResultsError("joblog %r exists: classh never overwrites it (use --overwrite)"
+                               % path) from None
+        except OSError as exc:
+            raise ResultsError("cannot write joblog %r: %s" % (path, exc.strerror)) from None
+        self._write(JOBLOG_HEADER)
+
+    def _write(self, data: bytes) -> None:
+        if self._fd < 0:
+            return
+        try:
+            write_all(self._fd, data)
+        except OSError as exc:
+            self.close()
+            raise SinkError(self.path, exc) from exc
+
+    def finished(self, task, record: Record) -> None:
+        """Append the job's row."""
+        self._write(joblog_row(record))
+
+    def close(self) -> None:
+        """Close the file (never raises)."""
+        if self._fd >= 0:
+            _close_quietly(self._fd)
+            self._fd = -1
+
+
+class ActiveNodes(Observer):
+    """``--active-nodes FILE``: one line per busy slot, ``node: job-ID command``, rewritten
+    atomically (a new file beside it, renamed over it) whenever a job starts or ends.
+
+    ``active()`` gives ``(node, job id, command)`` for every busy slot (the
+    scheduler's ``JobSource.active``). The file is made with ``O_EXCL`` and
+    ``O_NOFOLLOW`` and renamed into place, so no symlink is ever written
+    through; at the end it lists no slot.
+    """
+
+    def __init__(self, path: str, active: Callable[[], List[tuple]]):
+        self.path = path
+        self.active = active
+        directory = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise ResultsError("--active-nodes %r is a directory" % path)
+        if not os.path.isdir(directory):
+            raise ResultsError("--active-nodes %r: no directory %r" % (path, directory))
+        self._temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
+        self._last: Optional[bytes] = None
+        try:
+            self.rewrite()
+        except SinkError as exc:
+            raise ResultsError("cannot write --active-nodes %r: %s" % (path, exc.error)) from None
+
+    def text(self) -> bytes:
+        """The file's content now."""
+        return b"".join(("%s: job-%d %s\n" % (node, job, command.replace("\n", " "))).encode(
+            errors="surrogateescape") for node, job, command in self.active())
+
+    def rewrite(self) -> None:
+        """Replace the file with the busy slots now (unless nothing changed)."""
+        data = self.text()
+        if data == self._last:
+            return
+        with SinkError.wrap(self.path):
+            fd = open_new(self._temp, replace=True)
+            try:
+                write_all(fd, data)
+            finally:
+                os.close(fd)
+            os.rename(self._temp, self.path)
+        self._last = data
+
+    def started(self, task) -> None:
+        """A job started on a slot."""
+        self.rewrite()
+
+    def retried(self, task, record: Record) -> None:
+        """A slot was freed (the job goes back to the queue)."""
+        self.rewrite()
+
+    def finished(self, task, record: Record) -> None:
+        """A slot was freed."""
+        self.rewrite()
+
+    def close(self) -> None:
+        """The last rewrite (no slot busy any more); the temporary file never stays."""
+        try:
+            self.rewrite()
+        except SinkError:
+            pass
+        with contextlib.suppress(OSError):
+            os.unlink(self._temp)
+
+
+def job_summary_line(tally: Tally, elapsed: float, interrupted: bool = False, retried: int = 0,
+                     dropped: int = 0, undone: int = 0, skipped: int = 0) -> str:
+    """``classh: 40 jobs in 3.1 s: 38 ok, 2 failed; 5 retried, 1 node dropped, 3 undone``."""
+    from .display import summary_line
+
+    line = summary_line(tally, elapsed, interrupted, noun="job")
+    extra = []
+    if retried:
+        extra.append("%d retried" % retried)
+    if dropped:
+        extra.append("%d node%s dropped" % (dropped, "" if dropped == 1 else "s"))
+    if undone:
+        extra.append("%d undone" % undone)
+    if skipped:
+        extra.append("%d skipped: done before" % skipped)
+    return line + ("; " + ", ".join(extra) if extra else "")
