@@ -3,21 +3,19 @@ from __future__ import annotations
 
 import os
 import shlex
-import stat
 from collections import deque
 from typing import Callable, Dict, Iterable, List, Optional
 
-from .loop import EventLoop, read_ready
+from .loop import EventLoop
 from .options import Options
 from .prompts import HostAuth, SudoWrapper
 from .remote import remote_command
 from .ssh import SshCommand, option_keyword
+from .streams import LineStreams, is_pipe_or_device, open_nonblocking
 from .supervisor import Supervisor, Task, TaskSource
 from .targets import Resolver, Target, TargetError, is_host_file
 
 __all__ = ["TargetSource", "task_maker", "is_stream", "open_stream"]
-
-READ_SIZE = 65536
 
 
 #: ssh's short options that take an argument (the rest of the word, or the next word).
@@ -84,19 +82,13 @@ def task_maker(command: Optional[str], options: Options) -> Callable[[Target], T
 
 def is_stream(arg: str) -> bool:
     """True for a host-file argument that is a pipe or device (read as lines arrive)."""
-    if not is_host_file(arg):
-        return False
-    try:
-        mode = os.stat(arg).st_mode
-    except OSError:
-        return False
-    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+    return is_host_file(arg) and is_pipe_or_device(arg)
 
 
 def open_stream(path: str) -> int:
     """Open a streamed host file for non-blocking reads (TargetError naming it on failure)."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        return open_nonblocking(path)
     except OSError as exc:
         raise TargetError("cannot read host file %r: %s" % (path, exc.strerror)) from None
 
@@ -116,21 +108,16 @@ class TargetSource(TaskSource):
                  skip: Iterable[str] = ()):
         self.queue = deque(targets)
         self.make_task = make_task
-        self.streams = dict(streams or {})
+        self.streams = LineStreams(streams or {}, self._add_line)
         self.resolver = resolver
         self.skip = set(skip)
         self.skipped = 0
         self.errors: List[str] = []
-        self._partial: Dict[int, bytes] = {}
-        self._lines: Dict[int, int] = {}
-        self._supervisor = None
-        self._loop = None
 
     def attach(self, loop: EventLoop, supervisor: Supervisor) -> None:
         """Start reading the streams."""
-        self._loop, self._supervisor = loop, supervisor
-        for fd in self.streams:
-            loop.add_reader(fd, lambda fd=fd: self._read(fd))
+        self.streams.on_batch = supervisor.fill
+        self.streams.attach(loop)
 
     def next_task(self) -> Optional[Task]:
         """The task for the next target not skipped, or None for now."""
@@ -150,31 +137,12 @@ class TargetSource(TaskSource):
         """True once every stream has ended and every target was handed out."""
         return not self.queue and not self.streams
 
-    def _read(self, fd: int) -> None:
-        data = read_ready(fd, READ_SIZE)
-        if data is None:
-            return
-        text = self._partial.pop(fd, b"") + data
-        if data:
-            text, _, rest = text.rpartition(b"\n")
-            if rest:
-                self._partial[fd] = rest
-        else:
-            self._loop.remove_reader(fd)
-            os.close(fd)
-        path = self.streams[fd] if data else self.streams.pop(fd)
-        for line in text.decode("utf-8", "replace").splitlines():
-            self._lines[fd] = number = self._lines.get(fd, 0) + 1
-            try:
-                self.queue.extend(self.resolver.add_line(line, "%s:%d: " % (path, number)))
-            except TargetError as exc:
-                self.errors.append(str(exc))
-        self._supervisor.fill()
+    def _add_line(self, line: str, where: str) -> None:
+        try:
+            self.queue.extend(self.resolver.add_line(line, where))
+        except TargetError as exc:
+            self.errors.append(str(exc))
 
     def close(self) -> None:
         """Close streams left open (an interrupted run)."""
-        for fd in self.streams:
-            self._loop.remove_reader(fd)
-            os.close(fd)
-        self.streams.clear()
-
+        self.streams.close()
