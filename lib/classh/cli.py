@@ -642,8 +642,7 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
                      overwrite=args["--overwrite"], json_path=args["--json"],
                      views=lambda skip: job_views(args, out, err, source, skipped_ids))
     _say(err, "run %s" % settings.run_id)
-    fanout = sum(node.slots for node in nodes) + len(nodes)
-    summary = Run(source, options, sinks.observers, keep=sinks.keep, fanout=fanout).run()
+    summary = Run(source, options, sinks.observers, keep=sinks.keep, fanout=source.fanout()).run()
     return report_jobs(summary, source, skipped, err)
 
 
@@ -686,8 +685,7 @@ def job_views(args: dict, out: SafeStream, err: SafeStream, source, skipped_ids:
     """The observers showing a job run: --status, --progress, the job output."""
     observers = []
     if args["--status"]:
-        observers.append(JobStatusLine(err, source, enabled=is_terminal(sys.stderr),
-                                       skipped=lambda: len(skipped_ids)))
+        observers.append(JobStatusLine(err, source, enabled=is_terminal(sys.stderr)))
     if args["--progress"]:
         observers.append(ProgressDisplay(err))
     if shows_per_host(args):

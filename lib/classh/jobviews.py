@@ -134,24 +134,24 @@ class JobStatusLine(StatusLine):
     """``110 of 556 jobs complete, 176 of 176 nodes running jobs, 2 failed, 5 retried,
     1 node dropped, 3.2/s, ETA 2m10s`` on a terminal, from the scheduler's own counts.
 
-    ``source`` is the :class:`~classh.jobs.JobSource` (``jobs``, ``node_states()``,
-    ``counts``, ``pending()``); ``skipped`` counts jobs done before (``--resume``).
+    ``source`` is the :class:`~classh.jobs.JobSource` (``jobs``: every job known and not
+    skipped, ``node_states()``, ``counts``, ``pending()``). Nodes that are neither dropped
+    nor retired (``--max-node-uses``) count as nodes.
     """
 
-    def __init__(self, err: SafeStream, source, enabled: bool, skipped: Callable[[], int] = lambda: 0):
+    def __init__(self, err: SafeStream, source, enabled: bool):
         super().__init__(err, None, enabled)
         self.source = source
-        self.skipped = skipped
 
     def text(self) -> str:
         """The status text (without terminal control)."""
         done = self.tally.total
         failed = done - self.tally.counts[OK]
         states = self.source.node_states()
-        alive = [s for s in states if s[1] != "dropped"]
+        alive = [s for s in states if s[1] not in ("dropped", "retired") or s[3] > 0]
         busy = sum(1 for s in alive if s[3] > 0)
         streaming = self.source.pending() is None
-        total = len(self.source.jobs) - self.skipped()
+        total = len(self.source.jobs)
         counts = getattr(self.source, "counts", {}) or {}
         return status_text(done, None if streaming else total, busy, len(alive), failed,
                            counts.get("retried", 0), counts.get("dropped", 0),

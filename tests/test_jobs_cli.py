@@ -1,0 +1,377 @@
+"""Job mode's command line and outputs: option spellings, bad input, the job output display
+(whole, -k, lines, json), -o/--resume, --joblog, --active-nodes, --status, exit codes.
+
+The observers are tested alone with records made by hand; the command line end to end
+against the real loopback sshd fleet (``classh`` fixture)."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import CLASSH, base_env, run_classh
+
+from classh.cli import UsageError, check_mode_options, mode_of, parse
+from classh.display import SafeStream
+from classh.jobviews import (JOBLOG_HEADER, ActiveNodes, JobLog, JobOutput, JobStatusLine,
+                             joblog_row, job_summary_line, status_text)
+from classh.results import (Record, ResultsDir, ResultsError, Tally, done_commands, ok_jobs,
+                            record_from_dict)
+
+
+class FakeTask:
+    def __init__(self, key):
+        self.key = key
+
+
+def job_record(job, node="node1", command="echo hi", exitcode=0, **kw):
+    return Record(host="job-%d" % job, job=job, node=node, command=command, exitcode=exitcode,
+                  started=1000.0 + job, stopped=1000.5 + job, **kw)
+
+
+class Sink:
+    """A SafeStream over an in-memory file."""
+
+    def __init__(self):
+        import io
+        self.raw = io.BytesIO()
+        self.stream = SafeStream(self.raw, "sink")
+
+    @property
+    def data(self):
+        return self.raw.getvalue()
+
+
+def feed(display, record, out=b"", err=b"", chunks=1):
+    """Feed a job's output in ``chunks`` pieces, then its final record."""
+    task = FakeTask(record.host)
+    for fd, data in ((1, out), (2, err)):
+        step = max(1, len(data) // chunks)
+        for at in range(0, len(data), step):
+            display.output(task, fd, data[at:at + step])
+    display.finished(task, record)
+
+
+# -- the command line ----------------------------------------------------------------
+
+@pytest.mark.parametrize("argv,key,value", [
+    (["--node", "n1", "--job", "x"], "--node", ["n1"]),
+    (["--node=n1", "--node", "n2", "--job=x"], "--node", ["n1", "n2"]),
+    (["--node-file", "f", "--job", "x"], "--node-file", ["f"]),
+    (["--node-f=f", "--node-file", "g", "--job", "x"], "--node-file", ["f", "g"]),
+    (["--node", "n1", "--job", "a", "--job=b", "--job", "c"], "--job", ["a", "b", "c"]),
+    (["--node", "n1", "--job-file", "-", "--job-f=j2"], "--job-file", ["-", "j2"]),
+    (["--node", "n1", "--on-each-node", "uname"], "--on-each-node", "uname"),
+    (["--node", "n1", "--on=uname"], "--on-each-node", "uname"),
+    (["--node", "n1", "--job", "x", "--retries", "5"], "--retries", "5"),
+    (["--node", "n1", "--job", "x", "--retr=5"], "--retries", "5"),
+    (["--node", "n1", "--job", "x", "--fail-node-on-error"], "--fail-node-on-error", True),
+    (["--node", "n1", "--job", "x", "--fail-n"], "--fail-node-on-error", True),
+    (["--node", "n1", "--job", "x", "--max-node-uses", "2"], "--max-node-uses", "2"),
+    (["--node", "n1", "--job", "x", "--max-nodes=2"], "--max-nodes", "2"),
+    (["--node", "n1", "--job", "x", "--no-reuse"], "--no-reuse", True),
+    (["--node", "n1", "--job", "x", "--no-r"], "--no-reuse", True),
+    (["--node", "n1", "--job", "x", "-k"], "--keep-order", True),
+    (["--node", "n1", "--job", "x", "--keep-order"], "--keep-order", True),
+    (["--node", "n1", "--job", "x", "-qk"], "--keep-order", True),
+    (["--node", "n1", "--job", "x", "--joblog", "L"], "--joblog", "L"),
+    (["--node", "n1", "--job", "x", "--jobl=L"], "--joblog", "L"),
+    (["--node", "n1", "--job", "x", "--active-nodes", "A"], "--active-nodes", "A"),
+    (["--node", "n1", "--job", "x", "--act=A"], "--active-nodes", "A"),
+    (["--node", "n1", "--job", "x", "-n", "4"], "--numjobs", "4"),
+    (["--node", "n1", "--job", "x", "-n4"], "--numjobs", "4"),
+])
+def test_every_job_option_spelling_means_its_option(argv, key, value):
+    args = parse(argv)
+    assert args[key] == value
+    assert mode_of(args) == "jobs"
+    assert args["COMMAND"] is None and args["TARGET"] == []
+
+
+def test_prefix_no_is_ambiguous_and_refused():
+    with pytest.raises(UsageError, match="--no"):
+        parse(["--no", "--node", "n1", "--job", "x"])
+
+
+def test_without_node_it_is_host_mode():
+    args = parse(["echo hi", "n1"])
+    assert mode_of(args) == "run" and args["COMMAND"] == "echo hi"
+
+
+@pytest.mark.parametrize("extra", [["-i"], ["--list"], ["--close"], ["--fold"],
+                                   ["--copy", "f", "--dest", "d"]])
+def test_job_mode_with_another_mode_is_refused_naming_both(extra):
+    with pytest.raises(UsageError, match="--node") as caught:
+        parse(["--node", "n1", "--job", "x"] + extra)
+    assert "cannot be used together" in str(caught.value)
+
+
+@pytest.mark.parametrize("option", [["--job", "x"], ["--job-file", "f"], ["--on-each-node", "x"],
+                                    ["--retries", "2"], ["--fail-node-on-error"],
+                                    ["--max-node-uses", "2"], ["--max-nodes", "2"],
+                                    ["--no-reuse"], ["-k"], ["--joblog", "L"],
+                                    ["--active-nodes", "A"]])
+def test_job_options_are_refused_in_host_mode(option):
+    args = parse(option + ["true", "n1"])
+    with pytest.raises(UsageError, match="only go.* with job mode"):
+        check_mode_options(args, mode_of(args))
+
+
+@pytest.mark.parametrize("option", [["-x", "n2"], ["--sudo"], ["--raw"], ["-S", "ok"],
+                                    ["-E", "bad"], ["--count"]])
+def test_host_only_options_are_refused_in_job_mode(option):
+    args = parse(["--node", "n1", "--job", "x"] + option)
+    with pytest.raises(UsageError, match="cannot be used with job mode"):
+        check_mode_options(args, mode_of(args))
+
+
+# -- bad input: one line naming it, exit 2, nothing run ---------------------------------
+
+def _one_line_error(r, *words):
+    assert r.rc == 2, r
+    assert r.out == ""
+    lines = r.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("classh: "), r
+    for word in words:
+        assert word in lines[0], (word, r)
+    assert "internal error" not in r.err
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--node", "node1"], ["no job"]),
+    (["--node", "node1", "--job-file", "EMPTY"], ["no job", "EMPTY"]),
+    (["--node", "node1*0", "--job", "touch MARK"], ["node1*0"]),
+    (["--node", "no;de", "--job", "touch MARK"], ["no;de"]),
+    (["--node-file", "NOFILE", "--job", "touch MARK"], ["NOFILE"]),
+    (["--node", "node1", "--job", "touch MARK", "--retries", "0"], ["--retries", "0"]),
+    (["--node", "node1", "--job", "touch MARK", "--retries", "x"], ["--retries", "x"]),
+    (["--node", "node1", "--job", "touch MARK", "--max-node-uses", "-1"], ["--max-node-uses"]),
+    (["--node", "node1", "--job", "touch MARK", "--max-nodes", "1.5"], ["--max-nodes", "1.5"]),
+    (["--node", "node1", "--job", "touch MARK", "-n", "0"], ["-n", "0"]),
+    (["--node", "node1", "--job", "touch MARK", "-t", "soon"], ["soon"]),
+    (["--node", "node1", "--job", "touch MARK", "--format", "gather"], ["gather"]),
+    (["--node", "node1", "--job", "touch MARK", "extra"], ["extra", "TARGET"]),
+    (["--node", "node1", "--job", "touch MARK", "--resume"], ["--resume"]),
+    (["--node", "node1", "--job", "touch MARK", "-x", "node2"], ["--exclude"]),
+    (["--job", "touch MARK", "true", "node1"], ["--job"]),
+])
+def test_bad_job_input_is_one_line_exit_2_and_nothing_runs(classh, tmp_path, argv, words):
+    (tmp_path / "EMPTY").write_text("# nothing\n\n")
+    argv = [word.replace("MARK", str(tmp_path / "ran")).replace("EMPTY", str(tmp_path / "EMPTY"))
+            for word in argv]
+    r = classh(*argv)
+    _one_line_error(r, *words)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_existing_joblog_is_refused_and_kept(classh, tmp_path):
+    log = tmp_path / "log"
+    log.write_text("precious\n")
+    r = classh("--node", "node1", "--job", "touch %s" % (tmp_path / "ran"), "--joblog", str(log))
+    _one_line_error(r, str(log))
+    assert log.read_text() == "precious\n" and not (tmp_path / "ran").exists()
+
+
+# -- the job output display ------------------------------------------------------------
+
+def test_default_display_writes_each_job_whole_at_its_end():
+    out, err = Sink(), Sink()
+    display = JobOutput(out.stream, err.stream)
+    a, b = FakeTask("job-1"), FakeTask("job-2")
+    display.output(a, 1, b"a1 start ")
+    display.output(b, 1, b"b1\nb2")
+    display.output(a, 1, b"end\n")
+    assert out.data == b""  # nothing before a job ends
+    display.finished(b, job_record(2))
+    display.output(a, 2, b"warn")
+    display.finished(a, job_record(1))
+    assert out.data == b"b1\nb2\na1 start end\n"  # an unterminated last line gets its newline
+    assert err.data == b"warn\n"
+
+
+def test_default_display_adds_one_line_for_a_failed_job():
+    out, err = Sink(), Sink()
+    display = JobOutput(out.stream, err.stream)
+    feed(display, job_record(3, node="node2", command="make test", exitcode=2), b"x\n", b"boom\n")
+    assert out.data == b"x\n"
+    assert err.data == b"boom\nclassh: job-3 on node2: exit 2: make test\n"
+
+
+def test_retried_attempt_output_is_dropped():
+    out, err = Sink(), Sink()
+    display = JobOutput(out.stream, err.stream)
+    task = FakeTask("job-1")
+    display.output(task, 1, b"first attempt\n")
+    display.retried(task, job_record(1, exitcode=255))
+    display.output(task, 1, b"second\n")
+    display.finished(task, job_record(1, node="node2"))
+    assert out.data == b"second\n" and err.data == b""
+
+
+def test_keep_order_holds_jobs_until_their_predecessors_are_written():
+    out, err = Sink(), Sink()
+    display = JobOutput(out.stream, err.stream, keep_order=True, skipped={2}.__contains__)
+    feed(display, job_record(3), b"three\n")
+    feed(display, job_record(4), b"four\n")
+    assert out.data == b""
+    feed(display, job_record(1), b"one\n")  # 2 was done before (--resume): never comes
+    assert out.data == b"one\nthree\nfour\n"
+    feed(display, job_record(6), b"six\n")
+    display.close()  # job 5 never came (undone): what waits is written at the end
+    assert out.data == b"one\nthree\nfour\nsix\n"
+
+
+def test_without_keep_order_jobs_come_in_completion_order():
+    out, err = Sink(), Sink()
+    display = JobOutput(out.stream, err.stream)
+    feed(display, job_record(3), b"three\n")
+    feed(display, job_record(1), b"one\n")
+    assert out.data == b"three\none\n"
+
+
+def test_lines_format_prefixes_job_and_node():
+    out, err = Sink(), Sink()
+    display = JobOutput(out.stream, err.stream, fmt="lines")
+    feed(display, job_record(7, node="node4"), b"a\nb", b"e\n", chunks=3)
+    assert out.data == b"job-7 node4: a\njob-7 node4: b\n"
+    assert err.data == b"job-7 node4: e\n"
+
+
+def test_json_format_has_the_job_fields_and_whole_output():
+    out, err = Sink(), Sink()
+    display = JobOutput(out.stream, err.stream, fmt="json")
+    record = job_record(5, node="node3", command="echo hi", exitcode=0, attempts=2,
+                        stdout_size=3)
+    feed(display, record, b"hi\n", b"", chunks=2)
+    data = json.loads(out.data)
+    assert (data["job"], data["node"], data["command"], data["attempts"]) == (5, "node3", "echo hi", 2)
+    assert (data["exitcode"], data["signal"], data["stdout"], data["stderr"]) == (0, None, "hi\n", "")
+    assert data["started"] == 1005.0 and data["stopped"] == 1005.5
+    assert record_from_dict(data).stdout == b"hi\n"
+
+
+# -- results directory --------------------------------------------------------------
+
+def test_results_dir_retried_attempt_files_go_away(tmp_path):
+    results = ResultsDir(str(tmp_path))
+    task = FakeTask("job-1")
+    results.started(task)
+    results.output(task, 1, b"partial")
+    results.retried(task, job_record(1, exitcode=255))
+    assert not (tmp_path / "job-1.out").exists() and not (tmp_path / "job-1.err").exists()
+    results.started(task)
+    results.output(task, 1, b"final\n")
+    results.finished(task, job_record(1))
+    results.close()
+    assert (tmp_path / "job-1.out").read_bytes() == b"final\n"
+    assert (tmp_path / "job-1.ret").read_bytes() == b"0\n"
+
+
+def test_resume_reads_commands_by_their_last_record(tmp_path):
+    lines = [dict(host="job-1", job=1, command="a", status="ok"),
+             dict(host="job-2", job=2, command="b", status="failed"),
+             dict(host="job-3", job=3, command="c", status="failed"),
+             dict(host="job-3", job=3, command="c", status="ok"),
+             dict(host="node1", status="ok")]
+    (tmp_path / "summary.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines) + "{cut")
+    assert done_commands(str(tmp_path)) == {"a", "c"}
+    assert ok_jobs(str(tmp_path)) == {"job-1", "job-3"}
+
+
+def test_protected_job_files_are_never_replaced(tmp_path):
+    (tmp_path / "job-1.out").write_bytes(b"kept\n")
+    results = ResultsDir(str(tmp_path), replace=True, protect={"job-1"})
+    from classh.observers import SinkError
+    with pytest.raises(SinkError):
+        results.started(FakeTask("job-1"))
+    results.close()
+    assert (tmp_path / "job-1.out").read_bytes() == b"kept\n"
+
+
+# -- joblog -------------------------------------------------------------------------
+
+def test_joblog_rows_in_parallels_format(tmp_path):
+    path = tmp_path / "log"
+    log = JobLog(str(path))
+    log.finished(None, job_record(1, node="node1", command="echo a\tb", stdout_size=4))
+    log.finished(None, job_record(2, node="node2", command="false", exitcode=1))
+    log.finished(None, job_record(3, command="sleep 9", exitcode=None, signal=15, timed_out=True))
+    log.finished(None, job_record(4, command="x", exitcode=255))
+    log.close()
+    rows = [line.split("\t") for line in path.read_text().splitlines()]
+    assert path.read_bytes().startswith(JOBLOG_HEADER)
+    assert rows[1] == ["1", "node1", "1001.000", "0.500", "0", "4", "0", "0", "echo a b"]
+    assert rows[2][6:] == ["1", "0", "false"]
+    assert rows[3][6:] == ["-1", "15", "sleep 9"]
+    assert rows[4][6:] == ["255", "0", "x"]
+
+
+def test_joblog_is_never_written_through_a_symlink(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    os.symlink(str(victim), str(tmp_path / "log"))
+    with pytest.raises(ResultsError):
+        JobLog(str(tmp_path / "log"))
+    JobLog(str(tmp_path / "log"), overwrite=True).close()
+    assert victim.read_text() == "precious\n"
+    assert not os.path.islink(str(tmp_path / "log"))
+
+
+# -- active nodes ---------------------------------------------------------------------
+
+def test_active_nodes_file_is_replaced_whole_on_every_change(tmp_path):
+    path = tmp_path / "active"
+    busy = []
+    active = ActiveNodes(str(path), lambda: list(busy))
+    assert path.read_text() == ""
+    inode = os.stat(str(path)).st_ino
+    busy[:] = [("node1", 1, "sleep 1"), ("node2", 2, "echo x")]
+    active.started(FakeTask("job-2"))
+    assert path.read_text() == "node1: job-1 sleep 1\nnode2: job-2 echo x\n"
+    assert os.stat(str(path)).st_ino != inode  # a new file renamed over it, never rewritten in place
+    busy[:] = [("node2", 2, "echo x")]
+    active.finished(FakeTask("job-1"), job_record(1))
+    assert path.read_text() == "node2: job-2 echo x\n"
+    busy[:] = []
+    active.close()
+    assert path.read_text() == "" and os.listdir(str(tmp_path)) == ["active"]
+
+
+# -- status line and summary ----------------------------------------------------------
+
+class FakeSource:
+    def __init__(self):
+        self.jobs = {i: None for i in range(1, 557)}
+        self.counts = {"retried": 5, "dropped": 1}
+
+    def node_states(self):
+        return [("n%d" % i, "ready", 4, 1) for i in range(176)] + [("dead", "dropped", 4, 0)]
+
+    def pending(self):
+        return 1
+
+
+def test_status_text_counts_jobs_nodes_failures_retries_and_eta():
+    assert status_text(110, 556, 176, 176, 0, 0, 0, 10.0) == \
+        "110 of 556 jobs complete, 176 of 176 nodes running jobs, 11.0/s, ETA 40s."
+    assert status_text(3, None, 1, 2, 1, 2, 1, 1.0) == \
+        "3 of ? jobs complete, 1 of 2 nodes running jobs, 1 failed, 2 retried, 1 node dropped, 3.0/s, ETA ?."
+
+
+def test_job_status_line_reads_the_scheduler():
+    line = JobStatusLine(SafeStream(open(os.devnull, "wb")), FakeSource(), enabled=False)
+    line.finished(None, job_record(1))
+    line.finished(None, job_record(2, exitcode=1))
+    text = line.text()
+    assert text.startswith("2 of 556 jobs complete, 176 of 176 nodes running jobs, 1 failed, "
+                           "5 retried, 1 node dropped, ")
+
+
+def test_job_summary_line():
+    tally = Tally([job_record(1), job_record(2, exitcode=1)])
+    assert job_summary_line(tally, 1.25, retried=3, dropped=1, undone=2) == \
+        "classh: 2 jobs in 1.2 s: 1 ok, 1 failed; 3 retried, 1 node dropped, 2 undone"
