@@ -78,8 +78,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 PEER_PACKAGES = ["pssh", "clustershell", "pdsh", "parallel"]
 TOOLS = ["xargs", "classh", "pssh", "clush", "pdsh", "parallel"]
+JOB_SCENARIOS = ["jobs-400", "jobs-20k", "jobs-dying"]
 SCENARIOS = ["standin-100", "standin-500", "standin-50k", "results-dir", "real-sshd",
-             "auth", "persist", "api", "remote-kill"]
+             "auth", "persist", "api", "remote-kill"] + JOB_SCENARIOS
 
 
 def log(msg):
@@ -967,6 +968,261 @@ def sc_remote_kill(setup, args, nhosts):
     return sc
 
 
+# -- job mode: a queue of jobs over node slots ----------------------------------------
+
+CLSTR_VERSION = "0.1.0"
+#: (nodes, slots per node, jobs) of each job scenario, full and --quick.
+JOB_SIZES = {
+    False: {"jobs-400": (10, 4, 400), "jobs-20k": (50, 8, 20000), "jobs-dying": (10, 4, 300)},
+    True: {"jobs-400": (10, 4, 100), "jobs-20k": (50, 8, 2000), "jobs-dying": (10, 4, 100)},
+}
+#: Seconds each jobs-dying job sleeps: long enough for the dying node to be
+#: killed with jobs running on it.
+DYING_SLEEP = 0.3
+JOB_LINE = re.compile(r"^job (\d+)$")
+
+# clstr writes its status to /dev/tty unconditionally (it dies without a
+# terminal): this runs it on a pseudo-terminal of its own, stdin /dev/null,
+# stdout and stderr the wrapper's, and forwards SIGTERM/SIGINT to its group.
+PTY_RUN = r"""
+import os, pty, signal, sys
+out, err = os.dup(1), os.dup(2)
+pid, master = pty.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0); os.dup2(out, 1); os.dup2(err, 2)
+    for fd in (null, out, err):
+        os.close(fd)
+    try:
+        os.execvp(sys.argv[1], sys.argv[1:])
+    finally:
+        os._exit(127)
+def forward(signum, frame):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+signal.signal(signal.SIGTERM, forward)
+signal.signal(signal.SIGINT, forward)
+while True:
+    try:
+        if not os.read(master, 65536):
+            break
+    except InterruptedError:
+        continue
+    except OSError:
+        break
+while True:
+    try:
+        _, status = os.waitpid(pid, 0)
+        break
+    except InterruptedError:
+        continue
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+
+# classh's OWN CPU, children excluded: classh runs in this very process and
+# its RUSAGE_SELF (user+sys of this process; classh starts no thread) is
+# written to argv[1] when it exits, however it exits.
+SELF_CPU = r"""
+import resource, runpy, sys
+report = sys.argv[1]
+sys.argv = sys.argv[2:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    with open(report, "w") as fh:
+        fh.write("%.6f %.6f\n" % (ru.ru_utime, ru.ru_stime))
+"""
+
+
+def _write_lines(path, lines):
+    with open(path, "w") as fh:
+        fh.write("".join(line + "\n" for line in lines))
+    return path
+
+
+def _script(path, text):
+    with open(path, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o755)
+    return path
+
+
+def ensure_clstr():
+    """(path of clstr 0.1.0's command, None) or (None, why not).
+
+    clstr comes from PyPI into a throwaway venv under bench/out/peers (ignored
+    by git), made on the first run and reused while it answers --version.
+    """
+    venv = os.path.join(OUT_DIR, "peers", "clstr-" + CLSTR_VERSION)
+    exe = os.path.join(venv, "bin", "clstr")
+    if os.access(exe, os.X_OK) and CLSTR_VERSION in _out([exe, "--version"]):
+        return exe, None
+    log("bench: installing clstr==%s from PyPI into %s" % (CLSTR_VERSION, venv))
+    shutil.rmtree(venv, ignore_errors=True)
+    for argv in ([sys.executable, "-m", "venv", venv],
+                 [os.path.join(venv, "bin", "pip"), "install", "--quiet",
+                  "clstr==" + CLSTR_VERSION]):
+        try:
+            p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as e:
+            return None, "clstr install failed: %s" % e
+        if p.returncode != 0:
+            return None, "clstr install failed: %s" % _tail_text(p.stdout)
+    if CLSTR_VERSION not in _out([exe, "--version"]):
+        return None, "clstr %s did not install" % CLSTR_VERSION
+    return exe, None
+
+
+def _tail_text(text, n=2):
+    return " | ".join([l for l in text.splitlines() if l.strip()][-n:])[:300]
+
+
+def job_lines(path):
+    """{job number: how many times its ``job N`` line was printed}."""
+    seen = {}
+    try:
+        with open(path, "r", errors="replace") as fh:
+            for line in fh:
+                m = JOB_LINE.match(line.rstrip("\r\n"))
+                if m:
+                    seen[int(m.group(1))] = seen.get(int(m.group(1)), 0) + 1
+    except OSError:
+        pass
+    return seen
+
+
+def check_job_lines(row, m, njobs):
+    """A job tool's row is ok when rc is 0 and each job's line came out once."""
+    seen = job_lines(m["stdout"])
+    row["ok"] = sum(1 for j in range(1, njobs + 1) if seen.get(j) == 1)
+    row["twice"] = sum(1 for n in seen.values() if n > 1)
+    if m["timed_out"]:
+        row["status"], row["note"] = "TIMEOUT", "killed after %.0f s" % m["wall"]
+    elif m["rc"] == 0 and row["ok"] == njobs and not row["twice"]:
+        row["status"] = "ok"
+    else:
+        row["status"] = "FAILED"
+        row["note"] = "rc %s, %d/%d jobs printed once, %d twice: %s" % (
+            m["rc"], row["ok"], njobs, row["twice"], _tail(m["stderr"]))
+
+
+def run_job_tool(setup, label, argv, env, njobs, timeout, tag, stdin_path=None,
+                 check=check_job_lines, shown=None):
+    """One timed run of a job tool; a row with wall, CPU, RSS, ok = jobs done."""
+    row = {"tool": label, "jobs": njobs,
+           "argv": shown or " ".join(shlex.quote(a) for a in argv) + (
+               " < " + stdin_path if stdin_path else ""),
+           "loadavg_before": _loadavg()}
+    log("  %-16s running: %s" % (label, row["argv"]))
+    m = measure(argv, env, setup.tmp, tag, timeout, stdin_path)
+    row.update(m)
+    if m.get("status") == "ERROR":
+        row["ok"] = 0
+        return row
+    check(row, m, njobs)
+    log("  %-16s %s wall %.2f s cpu %.2f s%s" % (
+        label, row["status"], m["wall"], m["cpu"],
+        "  (%s)" % row["note"] if row.get("note") else ""))
+    return row
+
+
+def job_table(sc, extra=()):
+    """(head, rows) of a job scenario: times against classh's row."""
+    ref = _row(sc, "classh")
+    ref_wall = ref["wall"] if ref and ref.get("status") == "ok" else None
+    head = ["tool", "wall s", "x classh", "CPU s", "RSS MB", "jobs ok"] + \
+        [h for h, _ in extra] + ["status"]
+    rows = []
+    for r in sc["rows"]:
+        status = r.get("status", "")
+        if r.get("note"):
+            status = "%s (%s)" % (status, r["note"])
+        ratio = r["wall"] / ref_wall if ref_wall and r.get("wall") else None
+        rows.append([r["tool"], _fmt(r.get("wall"), "%.2f"), _fmt(ratio, "%.2f"),
+                     _fmt(r.get("cpu"), "%.2f"), _fmt(r.get("rss_main_mb"), "%.1f"),
+                     "-" if status.startswith("SKIPPED") else
+                     "%s/%d" % ("?" if r.get("ok") is None else r["ok"], r["jobs"])]
+                    + [f(r) for _, f in extra] + [status])
+    return head, rows
+
+
+def job_files(setup, prefix, nodes, slots, commands):
+    """A node file (each node ``slots`` times, as clstr and classh read it)
+    and a job file (one command a line)."""
+    nf = _write_lines(os.path.join(setup.tmp, "%s-nodes" % prefix),
+                      [n for n in nodes for _ in range(slots)])
+    jf = _write_lines(os.path.join(setup.tmp, "%s-jobs" % prefix), commands)
+    return nf, jf
+
+
+def wrapper_bin(setup, name, ssh_config):
+    """A bin directory with ``ssh`` = the real ssh with ``-F ssh_config`` and
+    a ``ping`` that always answers: what clstr finds first on its PATH."""
+    real_ssh = shutil.which("ssh")
+    bindir = os.path.join(setup.tmp, "bin-" + name)
+    os.makedirs(bindir, exist_ok=True)
+    _script(os.path.join(bindir, "ssh"), "#!/bin/sh\nexec %s -F %s \"$@\"\n" % (
+        shlex.quote(real_ssh), shlex.quote(ssh_config)))
+    _script(os.path.join(bindir, "ping"), "#!/bin/sh\n# clstr pings each node first\nexit 0\n")
+    return bindir
+
+
+def classh_jobs_argv(setup, nodefile, jobfile, ssh_cmd, extra=()):
+    return [setup.python, CLASSH, "--node-file", nodefile, "--job-file", jobfile,
+            "--ssh", ssh_cmd] + list(extra)
+
+
+def sc_jobs_400(setup, args, nnodes, slots, njobs):
+    """clstr, GNU parallel -S (and -M) and classh: echo jobs over node slots."""
+    name = "jobs-400"
+    sc = {"name": name, "hosts": nnodes, "jobs": njobs, "rows": [],
+          "title": "real loopback sshd, %d echo jobs over %d nodes x %d slots"
+                   % (njobs, nnodes, slots)}
+    log("bench: %s" % sc["title"])
+    clstr, clstr_note = ensure_clstr()
+    fleet = _bench_fleet(nnodes)
+    try:
+        nf, jf = job_files(setup, name, fleet.hosts, slots,
+                           ["echo job %d" % i for i in range(1, njobs + 1)])
+        cfg = fleet.ssh_config
+        ssh_cmd = "ssh -F %s" % shlex.quote(cfg)
+        env = setup.env(False)
+        # Untimed warm-up: one login per node (cold caches, sshd's first forks).
+        for host in fleet.hosts:
+            subprocess.run(fleet.ssh_argv + [host, "true"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        if clstr:
+            cenv = dict(env, PATH=wrapper_bin(setup, name, cfg) + os.pathsep + env["PATH"])
+            argv = [sys.executable, "-c", PTY_RUN, clstr, "--node-file", nf, "--job-file", jf]
+            sc["rows"].append(run_job_tool(
+                setup, "clstr " + CLSTR_VERSION, argv, cenv, njobs, args.timeout, name + "-clstr",
+                shown="clstr --node-file NODES(each x%d) --job-file JOBS  (on a pty; ssh and "
+                      "ping wrappers first on PATH)" % slots))
+        else:
+            sc["rows"].append({"tool": "clstr " + CLSTR_VERSION, "jobs": njobs,
+                               "status": "SKIPPED", "note": clstr_note})
+        par = setup.paths.get("parallel")
+        logins = ",".join("%d/%s" % (slots, h) for h in fleet.hosts)
+        for label, flags in (("parallel -S", []), ("parallel -S -M", ["-M"])):
+            if not par:
+                sc["rows"].append({"tool": label, "jobs": njobs, "status": "SKIPPED",
+                                   "note": setup.peer_notes.get("parallel", "not installed")})
+                continue
+            argv = [par, "--will-cite", "-S", logins, "--ssh", ssh_cmd] + flags
+            sc["rows"].append(run_job_tool(setup, label, argv, env, njobs, args.timeout,
+                                           name + "-parallel" + "".join(flags), stdin_path=jf))
+        sc["rows"].append(run_job_tool(setup, "classh", classh_jobs_argv(setup, nf, jf, ssh_cmd),
+                                       env, njobs, args.timeout, name + "-classh"))
+    finally:
+        _drop_fleet(fleet)
+    sc["table"] = job_table(sc)
+    return sc
+
+
 # -- bars --------------------------------------------------------------------------
 
 def _row(sc, tool):
@@ -1265,6 +1521,8 @@ def main(argv=None):
                 scs[name] = sc_api(setup, args, sizes["api"], 100)
             elif name == "remote-kill":
                 scs[name] = sc_remote_kill(setup, args, sizes["kill"])
+            elif name == "jobs-400":
+                scs[name] = sc_jobs_400(setup, args, *JOB_SIZES[args.quick][name])
     except KeyboardInterrupt:
         log("bench: interrupted; writing what was measured")
     finally:
