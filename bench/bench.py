@@ -980,6 +980,8 @@ JOB_SIZES = {
 #: killed with jobs running on it.
 DYING_SLEEP = 0.3
 JOB_LINE = re.compile(r"^job (\d+)$")
+#: classh's line for a node it drops (``classh: node dead1 dropped: ...``).
+DROPPED_LINE = re.compile(r"(?m)^classh: node (\S+) dropped: ")
 
 # clstr writes its status to /dev/tty unconditionally (it dies without a
 # terminal): this runs it on a pseudo-terminal of its own, stdin /dev/null,
@@ -1223,12 +1225,240 @@ def sc_jobs_400(setup, args, nnodes, slots, njobs):
     return sc
 
 
+def check_json_records(row, m, njobs):
+    """classh --format json: one object per job; ok = jobs with exit 0 recorded once."""
+    seen, bad = {}, 0
+    try:
+        with open(m["stdout"], "r", errors="replace") as fh:
+            for line in fh:
+                try:
+                    data = json.loads(line)
+                except ValueError:
+                    bad += 1
+                    continue
+                if data.get("exitcode") == 0 and isinstance(data.get("job"), int):
+                    seen[data["job"]] = seen.get(data["job"], 0) + 1
+    except OSError:
+        pass
+    row["ok"] = sum(1 for j in range(1, njobs + 1) if seen.get(j) == 1)
+    row["twice"] = sum(1 for n in seen.values() if n > 1)
+    row["bad_lines"] = bad
+    if m["timed_out"]:
+        row["status"], row["note"] = "TIMEOUT", "killed after %.0f s" % m["wall"]
+    elif m["rc"] == 0 and row["ok"] == njobs and not row["twice"] and not bad:
+        row["status"] = "ok"
+    else:
+        row["status"] = "FAILED"
+        row["note"] = "rc %s, %d/%d jobs recorded once with exit 0, %d twice, %d bad lines: %s" % (
+            m["rc"], row["ok"], njobs, row["twice"], bad, _tail(m["stderr"]))
+
+
+def sc_jobs_20k(setup, args, nnodes, slots, njobs):
+    """classh alone, stand-in ssh: `true` jobs, every one recorded; classh's own CPU."""
+    name = "jobs-20k"
+    sc = {"name": name, "hosts": nnodes, "jobs": njobs, "rows": [],
+          "title": "stand-in ssh, %d true jobs over %d nodes x %d slots: classh's own CPU"
+                   % (njobs, nnodes, slots)}
+    log("bench: %s" % sc["title"])
+    nf, jf = job_files(setup, name, hosts_list(nnodes), slots, ["true"] * njobs)
+    report = os.path.join(setup.tmp, name + "-self-cpu")
+    argv = [setup.python, "-c", SELF_CPU, report] + classh_jobs_argv(
+        setup, nf, jf, setup.standin, ["--format", "json"])[1:]
+    row = run_job_tool(setup, "classh", argv, setup.env(True), njobs, args.timeout, name,
+                       check=check_json_records,
+                       shown="classh --node-file NODES(each x%d) --job-file JOBS --ssh STANDIN "
+                             "--format json  (in-process, RUSAGE_SELF at exit)" % slots)
+    try:
+        user, system = (float(x) for x in _read(report).split())
+        row["self_cpu"] = user + system
+        row["self_cpu_ms_per_job"] = 1000.0 * (user + system) / njobs
+    except ValueError:
+        row["note"] = (row.get("note", "") + "; no RUSAGE_SELF report").lstrip("; ")
+    sc["rows"].append(row)
+    sc["table"] = job_table(sc, extra=[
+        ("own CPU s", lambda r: _fmt(r.get("self_cpu"), "%.2f")),
+        ("own CPU ms/job", lambda r: _fmt(r.get("self_cpu_ms_per_job"), "%.3f"))])
+    return sc
+
+
+def _dying_config(setup, main, dying, dead):
+    """An ssh config: ``dead*`` on main's closed port, ``dying1`` on the second
+    sshd (its key and known host first), then main's own config."""
+    text = ("# bench jobs-dying: dead nodes, the dying node, then the main fleet\n"
+            "Host %s\n    HostName 127.0.0.1\n    Port %d\n"
+            "Host %s\n    HostName 127.0.0.1\n    Port %d\n    IdentityFile %s\n"
+            "    UserKnownHostsFile %s\n" % (
+                " ".join(dead), main.refused_port, dying.hosts[0], dying.port,
+                dying.client_key, os.path.join(dying.workdir, "known_hosts")))
+    path = os.path.join(setup.tmp, "jobs-dying-ssh_config")
+    with open(path, "w") as fh:
+        fh.write(text + _read(main.ssh_config))
+    return path
+
+
+def _sleeps_under(pid, arg):
+    """How many ``sleep ARG`` processes descend from pid."""
+    from fleet import _descendants
+    want = b"sleep\0" + arg.encode() + b"\0"
+    n = 0
+    for kid in _descendants(pid):
+        try:
+            with open("/proc/%d/cmdline" % kid, "rb") as fh:
+                n += fh.read() == want
+        except OSError:
+            pass
+    return n
+
+
+def _completions(path):
+    """[(job number, server port)] from the jobs' own log on the target."""
+    out = []
+    for line in _read(path).splitlines():
+        f = line.split()
+        if len(f) >= 6 and f[0] == "job" and f[1].isdigit():
+            out.append((int(f[1]), int(f[5])))
+    return out
+
+
+def _stop_when_busy(dying, log_path, njobs, sleep_arg, state, done):
+    """Stop the dying node's sshd once a quarter of the jobs finished, it has
+    finished some and has jobs running (or after 60 s)."""
+    deadline = time.monotonic() + 60
+    while not done.is_set() and time.monotonic() < deadline:
+        finished = _completions(log_path)
+        on_dying = sum(1 for _, port in finished if port == dying.port)
+        running = _sleeps_under(dying.pid, sleep_arg) if dying.pid else 0
+        if len(finished) >= njobs // 4 and on_dying and running:
+            state.update(done_before=on_dying, running_at_stop=running,
+                         finished_at_stop=len(finished))
+            break
+        done.wait(0.05)
+    state["stopped_at"] = time.monotonic()
+    dying.stop()
+
+
+def sc_jobs_dying(setup, args, nnodes, slots, njobs):
+    """classh over a pool with 3 dead nodes and one whose sshd is stopped mid-run."""
+    from fleet import Fleet
+    name = "jobs-dying"
+    ndead, ndying = 3, 1
+    sc = {"name": name, "hosts": nnodes, "jobs": njobs, "rows": [],
+          "title": "real loopback sshd, %d jobs over %d nodes x %d slots: %d dead, %d stopped "
+                   "mid-run" % (njobs, nnodes, slots, ndead, ndying)}
+    log("bench: %s" % sc["title"])
+    main = _bench_fleet(nnodes - ndead - ndying)
+    dying = Fleet(tempfile.mkdtemp(prefix="classh-bench-dying-"), hosts=ndying, prefix="dying")
+    logdir = tempfile.mkdtemp(prefix="classh-bench-joblog-")
+    state, done = {}, threading.Event()
+    try:
+        dying.start()
+        os.chmod(logdir, 0o1777)  # the jobs log as the fleet's login account
+        log_path = os.path.join(logdir, "done")
+        dead = ["dead%d" % i for i in range(1, ndead + 1)]
+        cfg = _dying_config(setup, main, dying, dead)
+        nodes = [n for pair in zip(main.hosts, dead + dying.hosts) for n in pair] + \
+            main.hosts[ndead + ndying:]
+        sleep_arg = "%g" % DYING_SLEEP
+        nf, jf = job_files(setup, name, nodes, slots, [
+            'sleep %s; echo "job %d $SSH_CONNECTION" >> %s; echo job %d'
+            % (sleep_arg, i, log_path, i) for i in range(1, njobs + 1)])
+        killer = threading.Thread(target=_stop_when_busy, daemon=True,
+                                  args=(dying, log_path, njobs, sleep_arg, state, done))
+        killer.start()
+        row = run_job_tool(setup, "classh", classh_jobs_argv(setup, nf, jf, "ssh -F %s" % cfg),
+                           setup.env(False), njobs, args.timeout, name)
+        done.set()
+        killer.join(10)
+        counts = {}
+        for job, _port in _completions(log_path):
+            counts[job] = counts.get(job, 0) + 1
+        row["remote_twice"] = sum(1 for n in counts.values() if n > 1)
+        row["remote_done"] = len(counts)
+        err = _read(row.get("stderr", ""))
+        row["dropped"] = sorted(set(DROPPED_LINE.findall(err)))
+        row.update(state)
+        row["summary"] = next((l for l in reversed(err.splitlines())
+                               if l.startswith("classh:") and " jobs in " in l), "")
+        problems = []
+        if row["remote_twice"]:
+            problems.append("%d jobs completed twice on the target" % row["remote_twice"])
+        if not state.get("running_at_stop"):
+            problems.append("the dying node had no job running when stopped")
+        if row["dropped"] != sorted(dead + dying.hosts):
+            problems.append("nodes dropped with a line: %s, expected %s" % (
+                ", ".join(row["dropped"]) or "none", ", ".join(dead + dying.hosts)))
+        if row.get("status") == "ok" and problems:
+            row["status"] = "FAILED"
+            row["note"] = "; ".join(problems)
+        sc["rows"].append(row)
+    finally:
+        done.set()
+        dying.stop()
+        _drop_fleet(main)
+        shutil.rmtree(dying.workdir, ignore_errors=True)
+        shutil.rmtree(logdir, ignore_errors=True)
+    sc["table"] = job_table(sc, extra=[
+        ("dying: done / running at stop", lambda r: "%s / %s" % (
+            r.get("done_before", "-"), r.get("running_at_stop", "-"))),
+        ("completed twice", lambda r: str(r.get("remote_twice", "-"))),
+        ("dropped with a line", lambda r: ",".join(r.get("dropped", [])) or "-")])
+    return sc
+
+
 # -- bars --------------------------------------------------------------------------
 
 def _row(sc, tool):
     if not sc:
         return None
     return next((r for r in sc["rows"] if r["tool"] == tool), None)
+
+
+def job_bars(scs, bar):
+    """The job-mode bars (issue 9)."""
+    s = scs.get("jobs-400")
+    if s:
+        c = _row(s, "classh")
+        label = "jobs %d over %d nodes x 4: " % (s["jobs"], s["hosts"])
+        good = c and c.get("status") == "ok"
+        for peer, times in (("clstr " + CLSTR_VERSION, 5), ("parallel -S", 5),
+                            ("parallel -S -M", 1)):
+            p = _row(s, peer)
+            name = label + ("classh >= %dx faster than %s" % (times, peer) if times > 1
+                            else "classh faster than %s" % peer)
+            if not good:
+                bar(name, "FAIL", "classh %s" % (c.get("status") if c else "not run"))
+            elif not p or p.get("status") != "ok":
+                bar(name, "n/a", "%s %s" % (peer, p.get("status") if p else "not run"))
+            else:
+                r = p["wall"] / c["wall"]
+                bar(name, "PASS" if r >= times and (times > 1 or r > 1) else "FAIL",
+                    "%.2f s vs %.2f s = %.1fx" % (c["wall"], p["wall"], r))
+        if good and s["jobs"] == 400:
+            bar(label + "classh <= 4.4 s (the issue's 5x clstr 22.2 s)",
+                "PASS" if c["wall"] <= 4.4 else "FAIL", "%.2f s" % c["wall"])
+    s = scs.get("jobs-20k")
+    if s:
+        c = _row(s, "classh") or {}
+        n = s["jobs"]
+        bar("stand-in, %d jobs over %d nodes x 8: every job recorded (exit 0, %d JSON records)"
+            % (n, s["hosts"], n), "PASS" if c.get("status") == "ok" else "FAIL",
+            "rc %s, %s/%d jobs recorded once with exit 0" % (c.get("rc"), c.get("ok"), n))
+        ms = c.get("self_cpu_ms_per_job")
+        bar("stand-in, %d jobs: classh's own CPU <= 1 ms per job" % n,
+            "PASS" if ms is not None and ms <= 1.0 else "FAIL",
+            "%s s / %d = %s ms (RUSAGE_SELF, children excluded)" % (
+                _fmt(c.get("self_cpu"), "%.2f"), n, _fmt(ms, "%.3f")))
+    s = scs.get("jobs-dying")
+    if s:
+        c = _row(s, "classh") or {}
+        bar("%d jobs, 3 of %d nodes dead, one stopped mid-run: every job done once, exit 0, "
+            "none completed twice, the 4 nodes dropped with a line" % (s["jobs"], s["hosts"]),
+            "PASS" if c.get("status") == "ok" else "FAIL",
+            "rc %s, %s/%d jobs, %s completed twice on the target, dying node: %s done / %s "
+            "running when stopped, dropped: %s" % (
+                c.get("rc"), c.get("ok"), s["jobs"], c.get("remote_twice", "?"),
+                c.get("done_before", "?"), c.get("running_at_stop", "?"),
+                ", ".join(c.get("dropped", [])) or "none"))
 
 
 def bars(scs, sizes):
@@ -1337,6 +1567,7 @@ def bars(scs, sizes):
         bar("wrong password on %d hosts: exit 4 in under 15 s" % wrong["hosts"],
             "PASS" if ok else "FAIL",
             "rc %s in %.2f s" % (wrong.get("rc"), wrong.get("wall") or 0))
+    job_bars(scs, bar)
     return out
 
 
@@ -1393,6 +1624,14 @@ LEGEND = ("wall: elapsed seconds (\">\": a peer stopped once it had run --cap "
           "main process; ok: hosts that succeeded per the tool's own "
           "report (exit status, pssh's [SUCCESS] lines, classh's summary). "
           "One run each; the machine may be shared, so numbers are noisy.")
+
+
+JOB_LEGEND = ("Job scenarios: jobs ok = jobs whose `job N` line was printed exactly once "
+              "(jobs-20k: JSON records with exit 0, once each); x classh = wall / classh's "
+              "wall; clstr runs on a pseudo-terminal (it writes to /dev/tty), with a `ping` "
+              "that always answers and an `ssh` adding -F CONFIG first on its PATH; own CPU = "
+              "classh's RUSAGE_SELF at exit (it runs inside a small Python wrapper, "
+              "interpreter start-up included, children excluded).")
 
 
 def header_lines(info):
@@ -1453,6 +1692,10 @@ def render(info, scs, bar_list, order, quick):
     text.append(LEGEND)
     md.append("")
     md.append(LEGEND)
+    if any(name in scs for name in JOB_SCENARIOS):
+        text.append(JOB_LEGEND)
+        md.append("")
+        md.append(JOB_LEGEND)
     return "\n".join(text) + "\n", "\n".join(md) + "\n"
 
 
@@ -1523,6 +1766,10 @@ def main(argv=None):
                 scs[name] = sc_remote_kill(setup, args, sizes["kill"])
             elif name == "jobs-400":
                 scs[name] = sc_jobs_400(setup, args, *JOB_SIZES[args.quick][name])
+            elif name == "jobs-20k":
+                scs[name] = sc_jobs_20k(setup, args, *JOB_SIZES[args.quick][name])
+            elif name == "jobs-dying":
+                scs[name] = sc_jobs_dying(setup, args, *JOB_SIZES[args.quick][name])
     except KeyboardInterrupt:
         log("bench: interrupted; writing what was measured")
     finally:
