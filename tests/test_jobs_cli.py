@@ -375,3 +375,208 @@ def test_job_summary_line():
     tally = Tally([job_record(1), job_record(2, exitcode=1)])
     assert job_summary_line(tally, 1.25, retried=3, dropped=1, undone=2) == \
         "classh: 2 jobs in 1.2 s: 1 ok, 1 failed; 3 retried, 1 node dropped, 2 undone"
+
+
+# -- end to end, against the real loopback sshd ---------------------------------------
+
+from test_watchdog import leftovers, pids_of, start_classh, sweep, wait_for, with_marker  # noqa: E402,F401
+
+
+def test_long_lines_of_jobs_running_at_once_are_never_interleaved(classh):
+    # 8 jobs at once, each printing 300 lines of 3000 bytes in many writes.
+    letters = "ABCDEFGH"
+    jobs = []
+    for letter in letters:
+        jobs += ["--job", "i=0; while [ $i -lt 300 ]; do printf '%%03000d\\n' 0 | tr 0 %s; "
+                          "i=$((i+1)); done" % letter]
+    r = classh("--node", "node1*4", "--node", "node2*4", *jobs)
+    assert r.rc == 0, r
+    lines = r.out.splitlines()
+    assert len(lines) == 8 * 300
+    for line in lines:
+        assert len(line) == 3000 and line == line[0] * 3000, line[:80]
+    runs = [lines[0][0]] + [b[0] for a, b in zip(lines, lines[1:]) if a[0] != b[0]]
+    assert sorted(runs) == sorted(letters)  # each job's output in one piece
+
+
+def test_keep_order_prints_in_job_order(classh):
+    r = classh("--node", "node1*3", "-k", "--job", "sleep 1.2; echo one",
+               "--job", "sleep 0.6; echo two", "--job", "echo three")
+    assert r.rc == 0, r
+    assert r.out == "one\ntwo\nthree\n"
+
+
+def test_lines_and_json_formats(classh):
+    r = classh("--node", "node3", "--format", "lines", "--job", "echo a; echo b >&2; echo c")
+    assert r.rc == 0, r
+    assert r.out == "job-1 node3: a\njob-1 node3: c\n"
+    assert "job-1 node3: b\n" in r.err
+    r = classh("--node", "node3", "--format", "json", "--job", "echo hi; exit 4", "--retries", "1")
+    assert r.rc == 5, r
+    data = json.loads(r.out)
+    assert (data["job"], data["node"], data["command"], data["exitcode"], data["attempts"],
+            data["stdout"]) == (1, "node3", "echo hi; exit 4", 4, 1, "hi\n")
+
+
+def test_run_id_and_summary_on_stderr(classh):
+    r = classh("--node", "node1", "--job", "true", "--job", "false", "--retries", "2")
+    assert r.rc == 5, r
+    lines = r.err.splitlines()
+    assert lines[0].startswith("classh: run ") and lines[0][len("classh: run "):].isalnum()
+    assert lines[-1].startswith("classh: 2 jobs in ") and "1 ok, 1 failed; 1 retried" in lines[-1]
+
+
+def test_results_dir_and_resume_runs_only_the_failed_jobs(classh, remote_dir, tmp_path):
+    results = str(tmp_path / "r")
+    count = os.path.join(remote_dir, "ran")
+    flag = os.path.join(remote_dir, "ok")
+    jobs = ["--job", "echo a >> %s; echo A" % count,
+            "--job", "echo b >> %s; test -f %s" % (count, flag),
+            "--job", "echo c >> %s; echo C" % count]
+    r = classh("-q", "-o", results, "--retries", "1", "--node", "node1*2", *jobs)
+    assert r.rc == 5, r
+    assert sorted(os.listdir(results)) == sorted(
+        ["job-%d%s" % (i, s) for i in (1, 2, 3) for s in (".out", ".err", ".ret")] + ["summary.jsonl"])
+    assert open(os.path.join(results, "job-3.out")).read() == "C\n"
+    assert open(os.path.join(results, "job-2.ret")).read() == "1\n"
+    open(flag, "w").close()
+    r = classh("-q", "-o", results, "--resume", "--retries", "1", "--node", "node1*2", *jobs)
+    assert r.rc == 0, r
+    assert sorted(open(count).read().split()) == ["a", "b", "b", "c"]  # only b ran again
+    assert "2 skipped: done before" in r.err
+    assert open(os.path.join(results, "job-2.ret")).read() == "0\n"
+    assert open(os.path.join(results, "job-1.out")).read() == "A\n"  # kept
+
+
+def test_resume_never_replaces_a_succeeded_jobs_files(classh, tmp_path):
+    results = str(tmp_path / "r")
+    r = classh("-q", "-o", results, "--node", "node1", "--job", "echo first")
+    assert r.rc == 0, r
+    # Another job list: job-1 is now another command; the old job-1 results stay.
+    r = classh("-q", "-o", results, "--resume", "--retries", "1", "--node", "node1",
+               "--job", "echo second")
+    assert r.rc == 1, r
+    assert open(os.path.join(results, "job-1.out")).read() == "first\n"
+    assert "job-1.out" in r.err
+
+
+def test_retried_attempt_leaves_only_the_final_files(classh, remote_dir, tmp_path):
+    results = str(tmp_path / "r")
+    once = os.path.join(remote_dir, "once")
+    r = classh("-q", "-o", results, "--node", "node2",
+               "--job", "if [ -f %s ]; then echo second; else touch %s; echo first; exit 1; fi"
+               % (once, once))
+    assert r.rc == 0, r
+    assert open(os.path.join(results, "job-1.out")).read() == "second\n"
+    lines = [json.loads(line) for line in open(os.path.join(results, "summary.jsonl"))]
+    assert [(d["job"], d["status"], d["attempts"]) for d in lines] == [(1, "ok", 2)]
+
+
+def test_joblog_is_read_by_gnu_parallel_resume(classh, remote_dir, tmp_path):
+    if shutil.which("parallel") is None:
+        pytest.fail("GNU parallel is not installed (apt-get install parallel)")
+    log = str(tmp_path / "joblog")
+    count = os.path.join(remote_dir, "ran")
+    commands = ["echo 1 >> %s" % count, "echo 2 >> %s; exit 3" % count, "echo 3 >> %s" % count]
+    jobfile = tmp_path / "jobs"
+    jobfile.write_text("".join(c + "\n" for c in commands))
+    r = classh("-q", "--retries", "1", "--node", "node1*2", "--job-file", str(jobfile),
+               "--joblog", log)
+    assert r.rc == 5, r
+    rows = [line.split("\t") for line in open(log).read().splitlines()]
+    assert rows[0] == JOBLOG_HEADER.decode().rstrip("\n").split("\t")
+    assert sorted((row[0], row[1], row[6], row[8]) for row in rows[1:]) == [
+        ("1", "node1", "0", commands[0]), ("2", "node1", "3", commands[1]),
+        ("3", "node1", "0", commands[2])]
+    os.remove(count)
+    subprocess.run(["parallel", "--will-cite", "--joblog", log, "--resume", "-a", str(jobfile)],
+                   check=True, timeout=60)
+    assert not os.path.exists(count)  # every job is in the log: parallel runs none
+    subprocess.run(["parallel", "--will-cite", "--joblog", log, "--resume-failed", "-a",
+                    str(jobfile)], timeout=60)
+    assert open(count).read() == "2\n"  # parallel reran only the failed job
+
+
+def test_active_nodes_lists_busy_slots_while_running(fleet, sweep, tmp_path):
+    mark, command = with_marker("sleep {m}")
+    sweep.append(mark)
+    active = str(tmp_path / "active")
+    proc = start_classh(fleet, ["-q", "--node", "node1*2", "--node", "node2", "--active-nodes",
+                                active, "--job", command, "--job", command, "--job", command,
+                                "--job", "true"])
+    try:
+        assert wait_for(lambda: len(pids_of(mark)) >= 3, 20)
+        text = wait_for(lambda: open(active).read().count("\n") == 3 and open(active).read(), 5)
+        lines = sorted(text.splitlines())
+        assert [line.split(":")[0] for line in lines] == ["node1", "node1", "node2"]
+        assert sorted(line.split(": ", 1)[1] for line in lines) == [
+            "job-%d %s" % (i, command) for i in (1, 2, 3)]
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert open(active).read() == ""
+    assert os.listdir(str(tmp_path)) == ["active"]
+
+
+def test_ctrl_c_kills_every_job_on_the_target_and_keeps_finished_results(fleet, sweep, tmp_path):
+    mark, command = with_marker("sleep {m}")
+    sweep.append(mark)
+    results = str(tmp_path / "r")
+    proc = start_classh(fleet, ["-q", "-o", results, "--node", "node[1-3]*2", "--job", "echo done"]
+                        + ["--job", command] * 6)
+    try:
+        assert wait_for(lambda: len(pids_of(mark)) >= 6, 20)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert leftovers(mark) == []
+    assert open(os.path.join(results, "job-1.ret")).read() == "0\n"
+    assert b"(interrupted)" in err
+
+
+def test_no_node_left_lists_undone_jobs_and_exits_4(classh):
+    r = classh("--connect-timeout", "2", "--node", "refused", "--node", "silent",
+               "--job", "echo 1", "--job", "echo 2")
+    assert r.rc == 4, r
+    assert "classh: undone: job-1: echo 1\n" in r.err and "classh: undone: job-2: echo 2\n" in r.err
+    assert "2 undone" in r.err.splitlines()[-1]
+
+
+def test_timed_out_job_exits_3(classh):
+    r = classh("-q", "-t", "1", "--retries", "1", "--node", "node1", "--job", "sleep 30",
+               "--job", "false")
+    assert r.rc == 3, r
+
+
+def test_job_file_through_a_pipe_starts_jobs_as_lines_arrive(fleet, tmp_path):
+    stamp = str(tmp_path / "stamp")
+    producer = subprocess.Popen(
+        ["sh", "-c", "echo 'echo one'; sleep 2; date +%%s.%%N > %s; echo 'echo two'" % stamp],
+        stdout=subprocess.PIPE)
+    try:
+        proc = subprocess.run([sys.executable, CLASSH, "--format", "json", "--node", "node1",
+                               "--job-file", "-"], stdin=producer.stdout, capture_output=True,
+                              env=base_env({"CLASSH_SSH": fleet.ssh_command}), timeout=60)
+    finally:
+        producer.stdout.close()
+        producer.wait()
+    assert proc.returncode == 0, proc
+    records = {d["job"]: d for d in map(json.loads, proc.stdout.decode().splitlines())}
+    assert records[1]["stdout"] == "one\n" and records[2]["stdout"] == "two\n"
+    assert records[1]["stopped"] < float(open(stamp).read())  # ran before the pipe's 2nd line
+
+
+def test_closed_stdout_refuses_the_job_display(fleet):
+    proc = subprocess.run([sys.executable, CLASSH, "--node", "node1", "--job", "true"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          env=base_env({"CLASSH_SSH": fleet.ssh_command}), timeout=60,
+                          preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 2 and b"stdout is closed" in proc.stderr
