@@ -299,7 +299,7 @@ def test_jobs_from_a_pipe_start_before_the_writer_ends(fleet):
         os.write(write, b"echo first\n# comment\n\necho sec")
         step_until(run, lambda: run._tally.tally.counts.get("ok") == 1)
         assert len(source.jobs) == 1 and source.pending() is None  # the writer is still there
-        os.write(write, b"ond\necho third\n")
+        os.write(write, b"ond\nbad\0line\necho third\n")
         os.close(write)
         write = None
         summary = finish(run)
@@ -307,7 +307,9 @@ def test_jobs_from_a_pipe_start_before_the_writer_ends(fleet):
         os.close(read)
         if write is not None:
             os.close(write)
-    assert summary.exit_status == 0 and summary.tally.counts["ok"] == 3
+    assert summary.tally.counts["ok"] == 3
+    assert summary.exit_status == 2 and len(source.errors) == 1  # the bad line, named
+    assert source.errors[0].startswith("/dev/fd/%d:4: " % read) and "NUL" in source.errors[0]
     assert [j.command for j in source.jobs.values()] == ["echo first", "echo second", "echo third"]
 
 
@@ -394,3 +396,13 @@ def test_sigint_to_a_program_running_jobs_leaves_nothing_on_the_target(fleet, sw
         shutil.rmtree(private, ignore_errors=True)
     assert leftovers(mark) == []
     assert left == []  # no master, no client
+
+
+def test_skip_drops_jobs_done_before_and_they_never_run(fleet, remote_dir):
+    commands = ["touch %s/%d" % (remote_dir, i) for i in range(4)]
+    source = JobSource(parse_nodes(["node1"]), commands + [commands[1]], options_for(fleet))
+    assert source.skip({commands[1], commands[3], "not a job"}) == 3
+    assert [job.id for job in source.jobs.values()] == [1, 3]
+    summary = Run(source, source.options, [], fanout=source.fanout(), handle_signals=False).run()
+    assert summary.exit_status == 0 and summary.tally.counts["ok"] == 2
+    assert sorted(os.listdir(remote_dir)) == ["0", "2"]
