@@ -20,7 +20,7 @@ from fleet import Fleet
 from test_watchdog import leftovers, pids_of, sweep, with_marker  # noqa: F401 - sweep is a fixture
 
 import classh
-from classh.jobs import JobOptions, JobSource, NodeSpec, parse_nodes, read_jobs
+from classh.jobs import JobOptions, JobSource, parse_nodes, read_jobs
 from classh.run import Run
 from classh.targets import Target, TargetError
 
