@@ -31,7 +31,6 @@ import os
 import secrets
 import shutil
 import signal
-import stat
 import tempfile
 import time
 from collections import deque
@@ -40,7 +39,6 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, 
 
 from .api import _Collector, _reraise, as_options
 from .hostmode import ssh_reads_no_stdin
-from .loop import read_ready
 from .options import Options, OptionError, positive_int
 from .prompts import HostAuth
 from .remote import remote_command
@@ -49,7 +47,8 @@ from .run import Run, assemble
 from .spawn import SpawnError, spawn
 from .ssh import SshCommand
 from .supervisor import Task, TaskSource
-from .targets import (DEFAULT_MAX_HOSTS, Target, TargetError, _split_commas, expand as expand_pattern,
+from .streams import LineStreams, is_pipe_or_device, open_nonblocking
+from .targets import (DEFAULT_MAX_HOSTS, Target, TargetError, split_commas, expand as expand_pattern,
                       parse_target, strip_comment)
 
 __all__ = ["Job", "NodeSpec", "JobOptions", "JobSource", "JobError", "parse_nodes", "read_jobs",
@@ -65,7 +64,6 @@ MASTER_IDLE = 300
 PROBE_MARGIN = 5.0
 #: Seconds close() waits for the masters to exit.
 CLOSE_WAIT = 5.0
-READ_SIZE = 65536
 
 PROBING, READY, DROPPED, RETIRED = "probing", "ready", "dropped", "retired"
 # What ssh's mux client says when the master's connection refuses one more session.
@@ -134,7 +132,7 @@ def _slot_count(piece: str, where: str) -> Tuple[str, int]:
 def _add_node_text(found: Dict[str, List], text: str, expand: bool, max_hosts: int,
                    where: str = "") -> None:
     """Add the nodes of one ``--node`` value or node-file line to ``found`` (label -> [target, slots])."""
-    for piece in _split_commas(text):
+    for piece in split_commas(text):
         pattern, slots = _slot_count(piece, where)
         try:
             labels = expand_pattern(pattern, expand, max_hosts)
@@ -205,10 +203,10 @@ def check_command(command: str, where: str = "") -> None:
 
 def _is_stream(path: str) -> bool:
     try:
-        mode = os.stat(path).st_mode
+        os.stat(path)
     except OSError as exc:
         raise JobError("cannot read job file %r: %s" % (path, exc.strerror)) from None
-    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+    return is_pipe_or_device(path)
 
 
 def read_jobs(commands: Sequence[str], files: Sequence[str] = ()) -> Tuple[List[str], Dict[int, str]]:
@@ -230,7 +228,7 @@ def read_jobs(commands: Sequence[str], files: Sequence[str] = ()) -> Tuple[List[
             path = "/dev/stdin" if path == "-" else path
             if _is_stream(path):
                 try:
-                    streams[os.open(path, os.O_RDONLY | os.O_NONBLOCK)] = path
+                    streams[open_nonblocking(path)] = path
                 except OSError as exc:
                     raise JobError("cannot read job file %r: %s" % (path, exc.strerror)) from None
                 continue
@@ -313,7 +311,7 @@ class JobSource(TaskSource):
         self.options = options
         self.job_options = job_options = job_options or JobOptions()
         self.notify = notify
-        self.streams = dict(streams or {})
+        self.streams = LineStreams(streams or {}, self._add_line)
         self.jobs: Dict[int, Job] = {}
         self.undone: List[str] = []
         self.errors: List[str] = []
@@ -336,8 +334,6 @@ class JobSource(TaskSource):
         self._running = 0
         self._active: Dict[int, Tuple[_Link, Job]] = {}  # running jobs by id
         self._skip: Set[str] = set()
-        self._partial: Dict[int, bytes] = {}
-        self._line_numbers: Dict[int, int] = {}
         self._loop = self._supervisor = None
         for number, node in enumerate(self._nodes):
             self._plan_links(node, number)
@@ -415,8 +411,8 @@ class JobSource(TaskSource):
     def attach(self, loop, supervisor) -> None:
         """Start reading the streamed job files."""
         self._loop, self._supervisor = loop, supervisor
-        for fd in self.streams:
-            loop.add_reader(fd, lambda fd=fd: self._read(fd))
+        self.streams.on_batch = self._lines_read
+        self.streams.attach(loop)
 
     def next_task(self) -> Optional[Task]:
         """A probe, else the next job on a free slot; None when nothing can start now."""
@@ -615,28 +611,16 @@ class JobSource(TaskSource):
             self._give_up(self._queue.popleft())
 
     # -- streamed job files ------------------------------------------------------
-    def _read(self, fd: int) -> None:
-        data = read_ready(fd, READ_SIZE)
-        if data is None:
+    def _add_line(self, line: str, where: str) -> None:
+        try:
+            command = job_line(line, where)
+        except JobError as exc:
+            self.errors.append(str(exc))
             return
-        text = self._partial.pop(fd, b"") + data
-        if data:
-            text, _, rest = text.rpartition(b"\n")
-            if rest:
-                self._partial[fd] = rest
-        else:
-            self._loop.remove_reader(fd)
-            os.close(fd)
-        path = self.streams[fd] if data else self.streams.pop(fd)
-        for line in text.decode("utf-8", "replace").splitlines():
-            self._line_numbers[fd] = number = self._line_numbers.get(fd, 0) + 1
-            try:
-                command = job_line(line, "%s:%d: " % (path, number))
-            except JobError as exc:
-                self.errors.append(str(exc))
-                continue
-            if command is not None and command not in self._skip:
-                self._add_job(command)
+        if command is not None and command not in self._skip:
+            self._add_job(command)
+
+    def _lines_read(self) -> None:
         self._check_nodes_left()
         self._supervisor.fill()
 
@@ -665,11 +649,7 @@ class JobSource(TaskSource):
     # -- the end -------------------------------------------------------------------
     def close(self) -> None:
         """Close open job files; end the private masters and remove their directory."""
-        for fd in self.streams:
-            if self._loop is not None:
-                self._loop.remove_reader(fd)
-            os.close(fd)
-        self.streams.clear()
+        self.streams.close()
         if self._control_dir is None:
             return
         links = [link for node in self._nodes for link in node.links if link.up]

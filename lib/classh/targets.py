@@ -39,6 +39,7 @@ __all__ = [
     "Resolver",
     "is_host_file",
     "strip_comment",
+    "split_commas",
 ]
 
 #: Default for ``--max-hosts``: the most hosts one run may expand to.
@@ -228,7 +229,7 @@ class _Piece(NamedTuple):
     plain: Optional[List[str]] = None
 
 
-def _split_commas(text: str) -> List[str]:
+def split_commas(text: str) -> List[str]:
     """Split on commas outside brackets; strip pieces and drop empty ones."""
     if "[" not in text:
         parts = text.split(",")
@@ -359,7 +360,7 @@ def _check_count(count: int, max_hosts: int, what: str) -> None:
 def _parse_text(text: str, expand: bool, max_hosts: int, where: str = "") -> List[_Piece]:
     """Parse one argument or host-file line; check the count before expanding."""
     pieces, total = [], 0
-    for piece_text in _split_commas(text):
+    for piece_text in split_commas(text):
         try:
             piece = _parse_piece(piece_text, expand)
         except TargetError as err:
