@@ -341,6 +341,36 @@ def test_active_nodes_file_is_replaced_whole_on_every_change(tmp_path):
     assert path.read_text() == "" and os.listdir(str(tmp_path)) == ["active"]
 
 
+class FakeLoop:
+    def __init__(self):
+        self.timers = []
+
+    def call_later(self, delay, callback):
+        self.timers.append(callback)
+        return callback
+
+    def cancel(self, timer):
+        self.timers.remove(timer)
+
+
+def test_active_nodes_coalesces_a_burst_of_changes_into_one_rewrite(tmp_path):
+    path = tmp_path / "active"
+    busy = []
+    active = ActiveNodes(str(path), lambda: list(busy))
+    loop = FakeLoop()
+    active.attach(loop)
+    for job in (1, 2, 3):
+        busy.append(("node1", job, "sleep 1"))
+        active.started(FakeTask("job-%d" % job))
+    assert len(loop.timers) == 1 and path.read_text() == ""
+    loop.timers.pop()()
+    assert path.read_text() == "".join("node1: job-%d sleep 1\n" % job for job in (1, 2, 3))
+    busy.clear()
+    active.finished(FakeTask("job-1"), job_record(1))
+    active.close()  # the last state is written at once, the timer cancelled
+    assert loop.timers == [] and path.read_text() == ""
+
+
 # -- status line and summary ----------------------------------------------------------
 
 class FakeSource:
@@ -580,3 +610,33 @@ def test_closed_stdout_refuses_the_job_display(fleet):
                           env=base_env({"CLASSH_SSH": fleet.ssh_command}), timeout=60,
                           preexec_fn=lambda: os.close(1))
     assert proc.returncode == 2 and b"stdout is closed" in proc.stderr
+
+
+def test_status_line_shows_on_a_terminal(fleet):
+    import pty
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, CLASSH, "-q", "--status", "--node", "node1*2",
+                                 "--job", "sleep 1.5", "--job", "sleep 1.5", "--job", "true"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+                                env=base_env({"CLASSH_SSH": fleet.ssh_command}))
+        os.close(slave)
+        slave = -1
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's last writer closed it
+                break
+            if not chunk:
+                break
+            seen += chunk
+        proc.wait(timeout=60)
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    assert proc.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "\r\x1b[K" in text and " of 3 jobs complete, " in text, text
+    assert "nodes running jobs" in text and "ETA" in text

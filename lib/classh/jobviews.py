@@ -246,17 +246,23 @@ class JobLog(Observer):
 
 class ActiveNodes(Observer):
     """``--active-nodes FILE``: one line per busy slot, ``node: job-ID command``, rewritten
-    atomically (a new file beside it, renamed over it) whenever a job starts or ends.
+    atomically (a new file beside it, renamed over it) after every change.
 
     ``active()`` gives ``(node, job id, command)`` for every busy slot (the
-    scheduler's ``JobSource.active``). The file is made with ``O_EXCL`` and
+    scheduler's ``JobSource.active``). Changes within ``DELAY`` seconds (a
+    burst of short jobs) make one rewrite, at most ``DELAY`` after the first
+    (without a loop: at once). The file is made with ``O_EXCL`` and
     ``O_NOFOLLOW`` and renamed into place, so no symlink is ever written
     through; at the end it lists no slot.
     """
 
+    DELAY = 0.05
+
     def __init__(self, path: str, active: Callable[[], List[tuple]]):
         self.path = path
         self.active = active
+        self.loop = None
+        self._timer = None
         directory = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path):
             raise ResultsError("--active-nodes %r is a directory" % path)
@@ -288,20 +294,38 @@ class ActiveNodes(Observer):
             os.rename(self._temp, self.path)
         self._last = data
 
+    def attach(self, loop) -> None:
+        """Rewrite through ``loop``'s timers (bursts of changes coalesce)."""
+        self.loop = loop
+
+    def changed(self) -> None:
+        """A slot was taken or freed: rewrite now, or soon when a loop is there."""
+        if self.loop is None:
+            self.rewrite()
+        elif self._timer is None:
+            self._timer = self.loop.call_later(self.DELAY, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        self.rewrite()
+
     def started(self, task) -> None:
         """A job started on a slot."""
-        self.rewrite()
+        self.changed()
 
     def retried(self, task, record: Record) -> None:
         """A slot was freed (the job goes back to the queue)."""
-        self.rewrite()
+        self.changed()
 
     def finished(self, task, record: Record) -> None:
         """A slot was freed."""
-        self.rewrite()
+        self.changed()
 
     def close(self) -> None:
         """The last rewrite (no slot busy any more); the temporary file never stays."""
+        if self._timer is not None:
+            self.loop.cancel(self._timer)
+            self._timer = None
         try:
             self.rewrite()
         except SinkError:
