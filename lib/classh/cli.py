@@ -96,7 +96,8 @@ Job mode (chosen by --node or --node-file; it takes no COMMAND, no TARGET):
   --joblog FILE                  Write GNU parallel's joblog into FILE (new
                                  unless --overwrite).
   --active-nodes FILE            Keep FILE listing the busy slots, one a
-                                 line: "node: job-ID command".
+                                 line: "node: job-ID command" (replaced
+                                 within 50 ms of each change).
   In job mode -n caps the jobs running over the whole pool (default: the
   slots), -t is per job (default: none), --format is lines ("job-ID node:
   line") or json (one object per job); by default each job's stdout (and
