@@ -640,3 +640,17 @@ def test_status_line_shows_on_a_terminal(fleet):
     text = seen.decode(errors="replace")
     assert "\r\x1b[K" in text and " of 3 jobs complete, " in text, text
     assert "nodes running jobs" in text and "ETA" in text
+
+
+def test_a_job_pipe_that_brings_no_job_is_an_error(classh):
+    r = classh("--node", "node1", "--job-file", "-", input=b"# only a comment\n\n")
+    assert r.rc == 2, r
+    assert "no job to run" in r.err and r.out == ""
+
+
+def test_everything_done_before_runs_nothing_and_exits_0(classh, tmp_path):
+    results = str(tmp_path / "r")
+    assert classh("-q", "-o", results, "--node", "node1", "--job", "echo a").rc == 0
+    r = classh("-q", "-o", results, "--resume", "--node", "node1", "--job", "echo a")
+    assert r.rc == 0, r
+    assert "0 jobs in" in r.err and "1 skipped: done before" in r.err
