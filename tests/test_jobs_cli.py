@@ -654,3 +654,20 @@ def test_everything_done_before_runs_nothing_and_exits_0(classh, tmp_path):
     r = classh("-q", "-o", results, "--resume", "--node", "node1", "--job", "echo a")
     assert r.rc == 0, r
     assert "0 jobs in" in r.err and "1 skipped: done before" in r.err
+
+
+def test_resume_with_streamed_jobs_never_gives_two_jobs_one_number(classh, tmp_path):
+    results = tmp_path / "r"
+    first = classh("-o", str(results), "-q", "--node", "node1", "--job", "echo A")
+    assert first.rc == 0, first
+    second = classh("-o", str(results), "--resume", "-q", "--node", "node1", "--job", "echo A",
+                    "--job", "echo B", "--job-file", "-", input=b"echo C\necho A\necho D\n")
+    assert second.rc == 0, second
+    # Numbers follow the input order, skipped jobs included: A 1, B 2, C 3, (A again) 4, D 5.
+    assert (results / "job-1.out").read_text() == "A\n"
+    assert (results / "job-2.out").read_text() == "B\n"
+    assert (results / "job-3.out").read_text() == "C\n"
+    assert not (results / "job-4.out").exists()
+    assert (results / "job-5.out").read_text() == "D\n"
+    assert "2 skipped" in second.err
+

@@ -637,14 +637,14 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
     source = JobSource(nodes, commands, options, settings, streams,
                        on_each_node=args["--on-each-node"], notify=_notifier(err))
     done = results_to_keep(args, options)
-    skipped_ids = {job.id for job in source.jobs.values() if job.command in done}
-    skipped = source.skip(done) if done else 0
+    if done:
+        source.skip(done)
     sinks = assemble(options.replace(results=None), mode=job_sinks(args, options, source),
                      overwrite=args["--overwrite"], json_path=args["--json"],
-                     views=lambda skip: job_views(args, out, err, source, skipped_ids))
+                     views=lambda skip: job_views(args, out, err, source))
     _say(err, "run %s" % settings.run_id)
     summary = Run(source, options, sinks.observers, keep=sinks.keep, fanout=source.fanout()).run()
-    return report_jobs(summary, source, skipped, err)
+    return report_jobs(summary, source, len(source.skipped_ids), err)
 
 
 def _say(err: SafeStream, line: str, prefix: str = "classh: ") -> None:
@@ -682,7 +682,7 @@ def job_sinks(args: dict, options: Options, source) -> list:
     return sinks
 
 
-def job_views(args: dict, out: SafeStream, err: SafeStream, source, skipped_ids: set) -> list:
+def job_views(args: dict, out: SafeStream, err: SafeStream, source) -> list:
     """The observers showing a job run: --status, --progress, the job output."""
     observers = []
     if args["--status"]:
@@ -691,7 +691,8 @@ def job_views(args: dict, out: SafeStream, err: SafeStream, source, skipped_ids:
         observers.append(ProgressDisplay(err))
     if shows_per_host(args):
         observers.append(JobOutput(out, err, args["--format"], keep_order=args["--keep-order"],
-                                   skipped=skipped_ids.__contains__))
+                                   skipped=lambda job: job in source.skipped_ids
+                                   or job in source.undone_ids))
     return observers
 
 

@@ -27,6 +27,7 @@ Nothing here prints: lines for the user go to ``notify``.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import shutil
@@ -334,6 +335,11 @@ class JobSource(TaskSource):
         self._running = 0
         self._active: Dict[int, Tuple[_Link, Job]] = {}  # running jobs by id
         self._skip: Set[str] = set()
+        #: Job numbers follow the input order, each line its own, skipped ones too.
+        self._ids = itertools.count(1)
+        #: Jobs that will never run here: done before (``--resume``), or left undone.
+        self.skipped_ids: Set[int] = set()
+        self.undone_ids: Set[int] = set()
         self._loop = self._supervisor = None
         for number, node in enumerate(self._nodes):
             self._plan_links(node, number)
@@ -380,7 +386,7 @@ class JobSource(TaskSource):
                     auth=self._auth(), internal=True)
 
     def _add_job(self, command: str, node: Optional[_Node] = None) -> Job:
-        job = Job(len(self.jobs) + 1, command, pin=node.label if node else None)
+        job = Job(next(self._ids), command, pin=node.label if node else None)
         self.jobs[job.id] = job
         self._enqueue(job)
         return job
@@ -406,6 +412,7 @@ class JobSource(TaskSource):
 
     def _give_up(self, job: Job) -> None:
         self.undone.append("job-%d: %s" % (job.id, job.command))
+        self.undone_ids.add(job.id)
 
     # -- TaskSource ----------------------------------------------------------
     def attach(self, loop, supervisor) -> None:
@@ -617,7 +624,11 @@ class JobSource(TaskSource):
         except JobError as exc:
             self.errors.append(str(exc))
             return
-        if command is not None and command not in self._skip:
+        if command is None:
+            return
+        if command in self._skip:
+            self.skipped_ids.add(next(self._ids))  # its number stays its own, as in the first run
+        else:
             self._add_job(command)
 
     def _lines_read(self) -> None:
@@ -639,6 +650,7 @@ class JobSource(TaskSource):
         before = len(self.jobs)
         for job in [j for j in self.jobs.values() if j.command in self._skip and not j.attempts]:
             del self.jobs[job.id]
+            self.skipped_ids.add(job.id)
             if job.pin is None:
                 self._queue.remove(job)
             else:
