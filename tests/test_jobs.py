@@ -332,7 +332,9 @@ def test_a_pool_with_dead_nodes_and_one_dying_mid_run_does_every_job_once(
     for name in ("refused", "silent", "gone1", "dying"):
         assert sum(1 for line in lines if line.startswith("node %s dropped" % name)) == 1, lines
     assert len(lines) == 4
-    assert source.counts == {"retried": 4, "dropped": 4}
+    assert source.counts["dropped"] == 4
+    # the 4 jobs running on "dying" went back in line, unless one ended just before its sshd
+    assert 1 <= source.counts["retried"] <= 4, source.counts
 
 
 def test_no_master_is_left_after_the_run(fleet):
