@@ -1,6 +1,7 @@
 """Shared fixtures: the package on sys.path, a loopback sshd fleet, a classh runner."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -112,3 +113,17 @@ def full_fs():
         if subprocess.run(["umount", path]).returncode != 0:
             subprocess.run(["umount", "-l", path], check=True)  # a leaked fd held it
         os.rmdir(path)
+
+
+@pytest.fixture
+def sweep():
+    """Marks to check; every process still carrying one at teardown is killed by pid."""
+    from leftovers import pids_of  # it imports this module's names
+    marks = []
+    yield marks
+    for mark in marks:
+        for pid in pids_of(mark):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

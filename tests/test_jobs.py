@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, base_env
 from fleet import Fleet
-from test_watchdog import leftovers, pids_of, sweep, with_marker  # noqa: F401 - sweep is a fixture
+from leftovers import leftovers, pids_of, with_marker
 
 import classh
 from classh.jobs import JobOptions, JobSource, parse_nodes, read_jobs
@@ -348,7 +348,7 @@ def test_no_master_is_left_after_the_run(fleet):
     assert not os.path.exists(directory)
 
 
-def test_run_kill_ends_the_jobs_on_the_target_through_the_masters(fleet, sweep):  # noqa: F811
+def test_run_kill_ends_the_jobs_on_the_target_through_the_masters(fleet, sweep):
     mark, command = with_marker("sleep {m}")
     sweep.append(mark)
     run, source, _ = start_run(["node1*3", "node2*3"], [command] * 8, options_for(fleet))
@@ -373,7 +373,7 @@ except KeyboardInterrupt:
 """
 
 
-def test_sigint_to_a_program_running_jobs_leaves_nothing_on_the_target(fleet, sweep):  # noqa: F811
+def test_sigint_to_a_program_running_jobs_leaves_nothing_on_the_target(fleet, sweep):
     mark, command = with_marker("sleep {m}")
     sweep.append(mark)
     private = tempfile.mkdtemp(prefix="classh-jobtmp-")

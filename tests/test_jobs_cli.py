@@ -9,17 +9,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import CLASSH, base_env, run_classh
+from conftest import CLASSH, base_env
 
 from classh.cli import UsageError, check_mode_options, mode_of, parse
 from classh.display import SafeStream
 from classh.jobviews import (JOBLOG_HEADER, ActiveNodes, JobLog, JobOutput, JobStatusLine,
-                             joblog_row, job_summary_line, status_text)
-from classh.results import (Record, ResultsDir, ResultsError, Tally, done_commands, ok_jobs,
+                             job_summary_line, status_text)
+from classh.results import (Record, ResultsDir, ResultsError, Tally, done_commands,
                             record_from_dict)
 
 
@@ -279,7 +278,6 @@ def test_resume_reads_commands_by_their_last_record(tmp_path):
              dict(host="node1", status="ok")]
     (tmp_path / "summary.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines) + "{cut")
     assert done_commands(str(tmp_path)) == {"a", "c"}
-    assert ok_jobs(str(tmp_path)) == {"job-1", "job-3"}
 
 
 def test_protected_job_files_are_never_replaced(tmp_path):
@@ -409,7 +407,7 @@ def test_job_summary_line():
 
 # -- end to end, against the real loopback sshd ---------------------------------------
 
-from test_watchdog import leftovers, pids_of, start_classh, sweep, wait_for, with_marker  # noqa: E402,F401
+from leftovers import leftovers, pids_of, start_classh, wait_for, with_marker  # noqa: E402
 
 
 def test_long_lines_of_jobs_running_at_once_are_never_interleaved(classh):

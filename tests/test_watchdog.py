@@ -5,19 +5,18 @@ ends classh's ssh in some way, and checks that no process with the marker
 is left on the target (this machine) 3 s after classh has exited. Every
 leftover found is killed by pid, so a failing test leaves nothing behind.
 """
-import itertools
 import os
 import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 
 import pytest
 
-from conftest import CLASSH, STANDIN, base_env
+from conftest import STANDIN
+from leftovers import (leftovers, marker, pids_of, running_on_target, start_classh, wait_for,
+                       with_marker)
 from fleet import TEST_USER, Fleet
 
 import classh
@@ -25,77 +24,9 @@ from classh.remote import NAME, quote_word, remote_command
 
 HOSTS = "node[1-5]"
 NHOSTS = 5
-_counter = itertools.count(1)
 
 
-# -- helpers ---------------------------------------------------------------
-def marker():
-    """A sleep argument no other process on this machine uses: ``37.<pid><n>``."""
-    return "37.%d%03d" % (os.getpid() % 100000, next(_counter))
-
-
-def with_marker(pattern):
-    """(marker, command): ``pattern`` with ``{m}`` replaced by a fresh marker."""
-    m = marker()
-    return m, pattern.replace("{m}", m)
-
-
-def pids_of(mark):
-    """Pids of live processes whose command line is ``sleep MARK``."""
-    found = []
-    want = b"sleep\0" + mark.encode() + b"\0"
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % name, "rb") as fh:
-                cmdline = fh.read()
-            with open("/proc/%s/stat" % name, "rb") as fh:
-                state = fh.read().rpartition(b")")[2].split()[0]
-        except OSError:
-            continue
-        if cmdline == want and state != b"Z":
-            found.append(int(name))
-    return found
-
-
-def wait_for(predicate, timeout):
-    """Poll ``predicate`` every 50 ms until true or ``timeout`` s; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def sweep():
-    """Marks to check; every process still carrying one at teardown is killed by pid."""
-    marks = []
-    yield marks
-    for mark in marks:
-        for pid in pids_of(mark):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def leftovers(mark):
-    """The pids of ``sleep MARK`` still alive 3 s from now ([] as soon as none is)."""
-    wait_for(lambda: not pids_of(mark), 3.0)
-    return pids_of(mark)
-
-
-def start_classh(fleet, args, env=None):
-    """classh running in the background against the fleet (a Popen)."""
-    merged = {"CLASSH_SSH": fleet.ssh_command}
-    merged.update(env or {})
-    return subprocess.Popen([sys.executable, CLASSH] + list(args), env=base_env(merged),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
+# -- helpers (the shared ones live in leftovers.py) ------------------------
 def records(hosts, command, **options):
     """``{host: Record}`` of ``command`` run to the end through the API."""
     job = classh.SSHJobMan(hosts, command, **options)
@@ -103,9 +34,6 @@ def records(hosts, command, **options):
     return job.results
 
 
-def running_on_target(mark, count, timeout=20):
-    """Wait until ``count`` processes of ``mark`` run; fail the test if they never do."""
-    assert wait_for(lambda: len(pids_of(mark)) >= count, timeout), "the command never started"
 
 
 # -- the wrapper itself ----------------------------------------------------

@@ -21,7 +21,7 @@ from .observers import SinkError
 from .options import MAX_PERSIST, Options, OptionError, from_env, positive_int
 from .jobviews import (JOB_FORMATS, ActiveNodes, JobLog, JobOutput, JobStatusLine,
                        job_summary_line)
-from .results import (ResultsDir, ResultsError, done_commands, ok_jobs, prepare_results_dir)
+from .results import ResultsError, done_commands
 from .run import EXIT_CLASSH, EXIT_USAGE, Run, RunSummary, assemble
 from .routers import RouterError, Routing, make_router
 from .persist import DEFAULT_PERSIST, PersistError, control_dir, sockets_for, sweep_stale
@@ -636,12 +636,11 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
     source = JobSource(nodes, commands, options, settings, streams,
                        on_each_node=args["--on-each-node"], notify=_notifier(err))
-    done = results_to_keep(args, options)
-    if done:
-        source.skip(done)
-    sinks = assemble(options.replace(results=None), mode=job_sinks(args, options, source),
-                     overwrite=args["--overwrite"], json_path=args["--json"],
-                     views=lambda skip: job_views(args, out, err, source))
+    sinks = assemble(options, resume=args["--resume"], overwrite=args["--overwrite"],
+                     json_path=args["--json"],
+                     views=lambda skip: job_files(args, source) + job_views(args, out, err, source))
+    if args["--resume"]:
+        source.skip(done_commands(options.results))  # a job's identity is its text
     _say(err, "run %s" % settings.run_id)
     summary = Run(source, options, sinks.observers, keep=sinks.keep, fanout=source.fanout()).run()
     return report_jobs(summary, source, len(source.skipped_ids), err)
@@ -659,22 +658,9 @@ def _notifier(err: SafeStream) -> Callable[[str], None]:
     return lambda line: _say(err, line)
 
 
-def results_to_keep(args: dict, options: Options) -> set:
-    """Prepare -o DIR (new or empty unless --resume/--overwrite); with --resume, the
-    commands that succeeded there (the jobs to skip)."""
-    if not options.results:
-        return set()
-    prepare_results_dir(options.results, resume=args["--resume"], overwrite=args["--overwrite"])
-    return done_commands(options.results) if args["--resume"] else set()
-
-
-def job_sinks(args: dict, options: Options, source) -> list:
-    """The files of a job run: -o DIR, --joblog, --active-nodes (in that order)."""
+def job_files(args: dict, source) -> list:
+    """The files of a job run besides -o DIR: --joblog, --active-nodes."""
     sinks = []
-    if options.results:
-        protect = ok_jobs(options.results) if args["--resume"] else ()
-        sinks.append(ResultsDir(options.results, replace=args["--resume"] or args["--overwrite"],
-                                protect=protect))
     if args["--joblog"]:
         sinks.append(JobLog(args["--joblog"], overwrite=args["--overwrite"]))
     if args["--active-nodes"]:

@@ -22,7 +22,7 @@ __all__ = [
     "STATUSES", "PROGRESS_CHAR", "exit_status", "describe_exit",
     "record_to_dict", "record_from_dict", "json_line", "load_results",
     "ResultsDir", "ResultsError", "JsonFile", "prepare_results_dir", "result_path",
-    "open_new", "open_directory", "ret_text", "write_all", "done_commands", "ok_jobs",
+    "open_new", "open_directory", "ret_text", "write_all", "done_commands",
 ]
 
 OK = "ok"
@@ -372,13 +372,6 @@ def done_commands(directory: str) -> set:
     (a job's identity is its text)."""
     last = {data.get("command"): data.get("status") == OK for data in _job_records(directory)}
     return {command for command, ok in last.items() if ok and isinstance(command, str)}
-
-
-def ok_jobs(directory: str) -> set:
-    """The jobs (``job-ID``) whose last record in ``directory`` succeeded: their files are
-    results to keep, never replaced by a later run's job of the same number."""
-    last = {data.get("host"): data.get("status") == OK for data in _job_records(directory)}
-    return {host for host, ok in last.items() if ok}
 
 
 def _close_quietly(fd: int) -> None:

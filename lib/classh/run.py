@@ -273,7 +273,8 @@ def assemble(options: Options, *, mode: Sequence[Observer] = (), stdout_is_data:
     consume (``--slurp``'s tar stream): never kept in memory nor written to
     ``host.out``. ``skip`` holds the targets done before (``--resume``).
     ``routing`` and ``views`` are called with ``skip`` once the results
-    directory was accepted, so a refused run creates no router file.
+    directory was accepted, so a refused run creates no router file (nor any
+    other file a view makes).
     """
     from .results import JsonFile, ResultsDir, prepare_results_dir
 
@@ -282,8 +283,10 @@ def assemble(options: Options, *, mode: Sequence[Observer] = (), stdout_is_data:
         sinks.skip = prepare_results_dir(options.results, resume=resume, overwrite=overwrite)
     router = routing(sinks.skip) if routing is not None else None
     if options.results:
+        # The files of what succeeded before are never replaced (job mode: by a job that
+        # took the same number in a new job list).
         sinks.observers.append(ResultsDir(options.results, replace=resume or overwrite,
-                                          stdout=not stdout_is_data))
+                                          stdout=not stdout_is_data, protect=sinks.skip))
     if json_path:
         sinks.observers.append(JsonFile(json_path, overwrite=overwrite))
     if router is not None:
