@@ -3,7 +3,10 @@
 Host mode, transfers, ``--close`` and the interactive shell all run through
 :class:`Run`; job mode is another task source on the same driver. It owns
 the signal handling of a run (SIGINT, SIGTERM and SIGHUP kill every child and
-end it; a signal the program ignores, as under ``nohup``, stays ignored), the
+end it, unless the source claims one through
+:meth:`~classh.supervisor.TaskSource.signal_handlers`, as job mode does with
+SIGHUP and SIGUSR1; a signal the program ignores, as under ``nohup``, stays
+ignored), the
 tally of records, and the end of a run: observers closed, pipeline routers
 waited for (a signal then is passed on to them), and the signal state put
 back whatever happened.
@@ -99,7 +102,8 @@ class Run:
     ``keep`` bounds the bytes of each stream kept in memory per task. With
     ``handle_signals`` (the default, honoured in the main thread only)
     SIGINT, SIGTERM and SIGHUP kill every running child, record them as
-    interrupted and end the run.
+    interrupted and end the run; a signal the source claims
+    (``source.signal_handlers()``) goes to the source's handler instead.
 
     :meth:`run` runs to the end; :meth:`start`, :meth:`step` and
     :meth:`kill` let a caller drive the run bit by bit (the API's SSHJobMan).
@@ -142,7 +146,7 @@ class Run:
                 loop, numjobs=raise_fd_limit(max(1, wanted)), observers=self.observers + [self._tally],
                 keep=self.keep, kill_grace=self.options.kill_grace)
             if self.handle_signals:
-                self._handle_signals(self.supervisor.interrupt)
+                self._handle_signals(self.supervisor.interrupt, self.source.signal_handlers())
             for observer in self.observers:
                 observer.attach(loop)
             self.source.attach(loop, self.supervisor)
@@ -151,10 +155,14 @@ class Run:
             self._teardown()
             raise
 
-    def _handle_signals(self, handler) -> None:
-        for signum in RUN_SIGNALS:
+    def _handle_signals(self, handler, claimed=None) -> None:
+        """``handler`` for every run signal, ``claimed`` ({signum: handler}) for the
+        source's own; a signal the program ignores is left alone."""
+        handlers = dict.fromkeys(RUN_SIGNALS, handler)
+        handlers.update(claimed or {})
+        for signum, callback in handlers.items():
             if self._loop.program_handler(signum) is not signal.SIG_IGN:
-                self._loop.on_signal(signum, handler)
+                self._loop.on_signal(signum, callback)
 
     def step(self, timeout: Optional[float] = None) -> bool:
         """Handle one round of events (waiting at most ``timeout`` s); True once all is over."""

@@ -76,6 +76,8 @@ class TaskSource:
     streams, to call ``supervisor.fill()`` when tasks arrive); ``close`` at
     the end; ``errors`` are bad input lines met on the way; ``undone`` names
     the work that no one could run (job mode: no node was left).
+    ``signal_handlers()`` lets a source claim signals of the run (job mode:
+    SIGUSR1 pauses, SIGHUP drains); the run driver calls them from the loop.
     """
 
     errors: List[str] = []
@@ -100,6 +102,15 @@ class TaskSource:
 
     def attach(self, loop: EventLoop, supervisor: "Supervisor") -> None:
         """Called once before the first task is asked for."""
+
+    def signal_handlers(self) -> Dict[int, Callable[[int], None]]:
+        """``{signum: handler(signum)}`` for the signals this source handles itself.
+
+        :class:`~classh.run.Run` installs them (from the loop, never in a
+        signal handler) instead of its own interrupt, unless the program
+        ignores that signal. None by default: every run signal ends the run.
+        """
+        return {}
 
     def close(self) -> None:
         """The run is over (or interrupted): release what is still open."""
