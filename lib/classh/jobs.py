@@ -45,7 +45,7 @@ from .prompts import HostAuth
 from .remote import remote_command
 from .results import Record, SSH_ERROR, OK
 from .run import Run, assemble
-from .spawn import SpawnError, spawn
+from .spawn import SpawnError, raise_fd_limit, spawn
 from .ssh import SshCommand
 from .supervisor import Task, TaskSource
 from .streams import LineStreams, is_pipe_or_device, open_nonblocking
@@ -65,6 +65,8 @@ MASTER_IDLE = 300
 PROBE_MARGIN = 5.0
 #: Seconds close() waits for the masters to exit.
 CLOSE_WAIT = 5.0
+#: Seconds between two looks at the node files (their size and time stamps).
+NODE_FILE_CHECK = 1.0
 
 PROBING, READY, DROPPED, RETIRED = "probing", "ready", "dropped", "retired"
 # What ssh's mux client says when the master's connection refuses one more session.
@@ -341,6 +343,10 @@ class JobSource(TaskSource):
         self.skipped_ids: Set[int] = set()
         self.undone_ids: Set[int] = set()
         self._loop = self._supervisor = None
+        #: SIGUSR1: no new job starts while paused; SIGHUP: draining, the run ends when idle.
+        self.paused = self.draining = False
+        self._on_each_node = on_each_node
+        self._follow: Optional[_NodeFiles] = None  # the node files re-read when they change
         for number, node in enumerate(self._nodes):
             self._plan_links(node, number)
         for command in commands:
@@ -420,11 +426,15 @@ class JobSource(TaskSource):
         self._loop, self._supervisor = loop, supervisor
         self.streams.on_batch = self._lines_read
         self.streams.attach(loop)
+        if self._follow is not None:
+            self._follow.timer = loop.call_later(self._follow.interval, self._check_node_files)
 
     def next_task(self) -> Optional[Task]:
         """A probe, else the next job on a free slot; None when nothing can start now."""
         if self._probes:
             return self._probes.popleft()
+        if self.paused or self.draining:
+            return None
         limit = self.job_options.max_running
         if limit is not None and self._running >= limit:
             return None
@@ -516,13 +526,13 @@ class JobSource(TaskSource):
     def _probed(self, link: _Link, record: Record) -> None:
         node = link.node
         node.probes_left -= 1
+        link.up = record.status == OK  # a master that came up is ended by close(), whatever the node
         if node.state != PROBING and node.state != READY:
             return
         if record.status != OK:
             self._drop(node, "probe failed: " + _failure_reason(record))
             self._check_nodes_left()
             return
-        link.up = True
         if node.state == PROBING:
             node.state = READY
             if self._admissible(node):
@@ -563,7 +573,8 @@ class JobSource(TaskSource):
 
     def _judge(self, job: Job, node: _Node, link: _Link, record: Record) -> bool:
         """Decide what an ended attempt means for the job and its node."""
-        if record.interrupted or (self._supervisor is not None and self._supervisor.stopping):
+        if record.interrupted or self.draining or (self._supervisor is not None
+                                                   and self._supervisor.stopping):
             return True
         status = record.status
         if status == OK:
@@ -635,6 +646,136 @@ class JobSource(TaskSource):
         self._check_nodes_left()
         self._supervisor.fill()
 
+    # -- pause, drain, a pool that changes ------------------------------------------
+    def signal_handlers(self) -> Dict[int, Callable[[int], None]]:
+        """SIGUSR1 toggles pausing; SIGHUP drains (a second SIGHUP ends the run at once)."""
+        return {signal.SIGUSR1: lambda signum: self.toggle_pause(), signal.SIGHUP: self._hang_up}
+
+    def toggle_pause(self) -> bool:
+        """Pause (no new job starts; running jobs and probes go on) or resume; True if paused."""
+        self.paused = not self.paused
+        self.notify("paused (SIGUSR1 again to resume)" if self.paused else "resumed")
+        if not self.paused and self._supervisor is not None:
+            self._supervisor.fill()
+        return self.paused
+
+    def _hang_up(self, signum: int) -> None:
+        if self.draining:
+            self._supervisor.interrupt(signum)  # the second one: end the run now
+        else:
+            self.drain()
+
+    def drain(self) -> None:
+        """GNU parallel's SIGHUP: no new job starts, running ones finish, every job not
+        started is undone (the run then ends as if the queue were done)."""
+        self.draining = True
+        self._probes.clear()
+        self.streams.close()
+        if self._follow is not None:
+            self._loop.cancel(self._follow.timer)
+        waiting = list(self._queue) + [job for node in self._nodes for job in node.pinned]
+        self._queue.clear()
+        for node in self._nodes:
+            node.pinned.clear()
+        self._pinned = 0
+        for job in sorted(waiting, key=lambda job: job.id):
+            self._give_up(job)
+        self.notify("draining: %d running job%s finish, %d not started (SIGHUP again to stop now)"
+                    % (self._running, "" if self._running == 1 else "s", len(waiting)))
+
+    def follow_node_files(self, node_args: Sequence[str], files: Sequence[str], *,
+                          expand: bool = True, max_hosts: int = DEFAULT_MAX_HOSTS,
+                          interval: float = NODE_FILE_CHECK) -> bool:
+        """Re-read the ``--node-file`` ``files`` when one changes while the run goes on.
+
+        ``node_args`` are the ``--node`` values (the pool is both, as
+        :func:`parse_nodes` reads them). Every ``interval`` s the files' size
+        and time stamps are looked at; on a change, nodes added are probed and
+        used, nodes removed get no new job (their running jobs finish), and one
+        ``notify`` line says what changed. A file that became unreadable or bad
+        keeps the pool as it was (one line). Only regular files can be read
+        again: False (nothing followed) when one is a pipe or device.
+        """
+        if not files or not all(os.path.isfile(path) for path in files):
+            return False
+        self._follow = _NodeFiles(list(node_args), list(files), expand, max_hosts, interval)
+        self._follow.members = set(self._by_label)
+        return True
+
+    def _check_node_files(self) -> None:
+        follow = self._follow
+        follow.timer = self._loop.call_later(follow.interval, self._check_node_files)
+        seen = follow.look()
+        if seen != follow.seen:
+            follow.seen = seen
+            self._reload(follow)
+
+    def _reload(self, follow: "_NodeFiles") -> None:
+        """Make the pool what the node files say now."""
+        try:
+            specs = parse_nodes(follow.node_args, follow.files, expand=follow.expand,
+                                max_hosts=follow.max_hosts)
+        except TargetError as exc:
+            self.notify("node file not re-read: %s (the nodes stay as they were)" % exc)
+            return
+        wanted = {spec.target.label: spec for spec in specs}
+        added = [spec for label, spec in wanted.items() if label not in follow.members]
+        removed = [label for label in follow.members if label not in wanted]
+        kept = [label for label, spec in wanted.items()
+                if label in follow.members and spec.slots != self._by_label[label].slots]
+        follow.members = set(wanted)
+        for spec in added:
+            self._join(spec)
+        for label in removed:
+            self._part(self._by_label[label])
+        if added or removed or kept:
+            self.notify("node file re-read: " + _pool_change(added, removed, kept))
+        self._check_nodes_left()
+        supervisor = self._supervisor
+        supervisor.numjobs = max(supervisor.numjobs, raise_fd_limit(self.fanout()))
+        supervisor.fill()
+
+    def _join(self, spec: NodeSpec) -> None:
+        """A node added to the pool: a new one is probed; one removed before comes back."""
+        node = self._by_label.get(spec.target.label)
+        if node is not None:
+            if node.label in self._follow.removed:
+                self._revive(node)
+            return  # dropped or retired while listed: it stays so
+        node = _Node(spec)
+        self._nodes.append(node)
+        self._by_label[node.label] = node
+        self._alive += 1
+        self._plan_links(node, len(self._nodes) - 1)
+        if self._on_each_node is not None:
+            self._add_job(self._on_each_node, node)
+
+    def _revive(self, node: _Node) -> None:
+        """``node`` left the node file and is back: its connections are used (or probed) again."""
+        self._follow.removed.discard(node.label)
+        self._alive += 1
+        node.state = READY if any(link.up for link in node.links) else PROBING
+        if node.state == READY:
+            if self._admissible(node):
+                self._admit(node)
+            else:
+                self._standby.append(node)
+        if node.probes_left == 0:
+            for link in node.links:
+                if not link.up:
+                    self._probes.append(self._probe_task(link))
+                    node.probes_left += 1
+
+    def _part(self, node: _Node) -> None:
+        """``node`` left the node file: no new job (nor probe) for it; running jobs finish."""
+        if node.state not in (PROBING, READY):
+            return
+        self._follow.removed.add(node.label)
+        waiting = len(self._probes)
+        self._probes = deque(task for task in self._probes if task.context.node is not node)
+        node.probes_left -= waiting - len(self._probes)
+        self._leave(node, RETIRED)
+
     # -- views -------------------------------------------------------------------
     def node_states(self) -> List[Tuple[str, str, int, int]]:
         """(node label, probing|ready|dropped|retired, slots, jobs running) for every node."""
@@ -662,12 +803,57 @@ class JobSource(TaskSource):
     def close(self) -> None:
         """Close open job files; end the private masters and remove their directory."""
         self.streams.close()
+        if self._follow is not None and self._loop is not None:
+            self._loop.cancel(self._follow.timer)
         if self._control_dir is None:
             return
         links = [link for node in self._nodes for link in node.links if link.up]
         _end_masters(self._ssh, links)
         shutil.rmtree(self._control_dir, ignore_errors=True)
         self._control_dir = None
+
+
+class _NodeFiles:
+    """The node files a run follows: what they hold, and the size and time stamps last seen."""
+
+    def __init__(self, node_args: List[str], files: List[str], expand: bool, max_hosts: int,
+                 interval: float):
+        self.node_args, self.files, self.expand, self.max_hosts = node_args, files, expand, max_hosts
+        self.interval = interval
+        self.timer = None
+        self.members: Set[str] = set()  # the labels they list now
+        self.removed: Set[str] = set()  # labels removed while in use (they may come back)
+        self.seen: Optional[tuple] = None  # None: read them at the first look
+
+    def look(self) -> tuple:
+        """Each file's (inode, size, mtime, ctime), or its error: any change means re-read."""
+        seen = []
+        for path in self.files:
+            try:
+                st = os.stat(path)
+                seen.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+            except OSError as exc:
+                seen.append(exc.strerror)
+        return tuple(seen)
+
+
+def _pool_change(added: List[NodeSpec], removed: List[str], kept: List[str]) -> str:
+    """``added node3 (2 slots); removed node1 (running jobs finish)`` - names, then a count."""
+    parts = []
+    if added:
+        parts.append("added " + _names(["%s (%d slot%s)" % (spec.target.label, spec.slots,
+                                                            "" if spec.slots == 1 else "s")
+                                        for spec in added]))
+    if removed:
+        parts.append("removed %s (no new job there; running ones finish)" % _names(removed))
+    if kept:
+        parts.append("slot count changes ignored for nodes in use: " + _names(kept))
+    return "; ".join(parts)
+
+
+def _names(items: List[str], shown: int = 8) -> str:
+    text = ", ".join(items[:shown])
+    return text + (" and %d more" % (len(items) - shown) if len(items) > shown else "")
 
 
 def _strip_mux_line(record: Record) -> None:
