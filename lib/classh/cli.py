@@ -20,7 +20,7 @@ from .hostmode import TargetSource, is_stream, open_stream, task_maker
 from .observers import SinkError
 from .options import MAX_PERSIST, Options, OptionError, from_env, positive_int
 from .jobviews import (JOB_FORMATS, ActiveNodes, JobLog, JobOutput, JobStatusLine,
-                       job_summary_line)
+                       job_plan, job_summary_line)
 from .results import ResultsError, done_commands
 from .run import EXIT_CLASSH, EXIT_USAGE, Run, RunSummary, assemble
 from .routers import RouterError, Routing, make_router
@@ -639,11 +639,23 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
     sinks = assemble(options, resume=args["--resume"], overwrite=args["--overwrite"],
                      json_path=args["--json"],
                      views=lambda skip: job_files(args, source) + job_views(args, out, err, source))
+    done_before = None
     if args["--resume"]:
-        source.skip(done_commands(options.results))  # a job's identity is its text
-    _say(err, "run %s" % settings.run_id)
+        done_before = source.skip(done_commands(options.results))  # a job's identity is its text
+    followed = source.follow_node_files(args["--node"], args["--node-file"],
+                                        expand=options.expand, max_hosts=options.max_hosts)
+    show_plan(err, source, settings.run_id, done_before, options.results, followed)
     summary = Run(source, options, sinks.observers, keep=sinks.keep, fanout=source.fanout()).run()
     return report_jobs(summary, source, len(source.skipped_ids), err)
+
+
+def show_plan(err: SafeStream, source, run_id: str, done_before: Optional[int],
+              results: Optional[str], followed: bool) -> None:
+    """The plan of a job run on stderr, before it starts (``-q`` keeps it: see job_plan)."""
+    states = source.node_states()
+    for line in job_plan(run_id, len(source.jobs), bool(source.streams), len(states),
+                         sum(state[2] for state in states), done_before, results, followed):
+        _say(err, line)
 
 
 def _say(err: SafeStream, line: str, prefix: str = "classh: ") -> None:

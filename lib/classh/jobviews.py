@@ -20,7 +20,7 @@ from .results import (OK, SSH_ERROR, SSH_ERROR_EXIT, Record, ResultsError, Tally
                       describe_exit, json_line, open_new, write_all, _close_quietly)
 
 __all__ = ["JobOutput", "JobStatusLine", "JobLog", "ActiveNodes", "job_summary_line",
-           "JOB_FORMATS", "JOBLOG_HEADER", "joblog_row"]
+           "JOB_FORMATS", "JOBLOG_HEADER", "joblog_row", "job_plan"]
 
 #: Job mode's --format values: None is the default (each job's output, whole).
 JOB_FORMATS = ("lines", "json")
@@ -153,9 +153,11 @@ class JobStatusLine(StatusLine):
         streaming = self.source.pending() is None
         total = len(self.source.jobs)
         counts = getattr(self.source, "counts", {}) or {}
-        return status_text(done, None if streaming else total, busy, len(alive), failed,
+        text = status_text(done, None if streaming else total, busy, len(alive), failed,
                            counts.get("retried", 0), counts.get("dropped", 0),
                            time.monotonic() - self.started_at)
+        return ("PAUSED (SIGUSR1 to resume): " + text) if getattr(self.source, "paused", False) \
+            else text
 
 
 def _duration(seconds: float) -> str:
@@ -165,6 +167,27 @@ def _duration(seconds: float) -> str:
     if seconds >= 60:
         return "%dm%02ds" % (seconds // 60, seconds % 60)
     return "%ds" % seconds
+
+
+def job_plan(run_id: str, jobs: int, streamed: bool, nodes: int, slots: int,
+             done_before: Optional[int] = None, results: Optional[str] = None,
+             followed: bool = False) -> List[str]:
+    """The plan of a job run, shown on stderr before it starts (3 lines, ``-q`` or not)::
+
+        run 1a2b3c4d
+        jobs: 120 to run + streamed; 14 done before in r/ (skipped)
+        nodes: 3 with 10 slots asked for; the node files are followed
+
+    ``streamed``: a job file is still open (more jobs may come); ``done_before``
+    (``--resume``): the jobs skipped because they succeeded in ``results``.
+    """
+    work = "jobs: %d to run" % jobs + (" + streamed" if streamed else "")
+    if done_before is not None:
+        work += "; %d done before in %s (skipped)" % (done_before, results)
+    pool = "nodes: %d with %d slot%s asked for" % (nodes, slots, "" if slots == 1 else "s")
+    if followed:
+        pool += "; the node files are followed"
+    return ["run %s" % run_id, work, pool]
 
 
 def status_text(done: int, total: Optional[int], busy: int, nodes: int, failed: int,
