@@ -41,6 +41,7 @@ Usage:
          [--job CMD]... [--job-file FILE]...
          [--] (-i | --close | --list | --fold | --copy=SRC... --dest=PATH
                | --slurp=REMOTE --dest=PATH | (--node=HOST | --node-file=FILE)...
+               | --kill=ID [(--node=HOST | --node-file=FILE)...]
                | COMMAND) [--] [TARGET...]
   classh -h | --help
   classh --version
@@ -70,6 +71,13 @@ Modes:
   --fold                         Read host names on stdin and print them
                                  folded into ranges: n[1-40,45].
   --count                        With --list or --fold: print how many hosts.
+  --kill ID                      Kill a job run's processes on every TARGET
+                                 (or on the nodes of --node/--node-file): ID
+                                 is RUN-ID (the whole run) or RUN-ID.JOB-ID
+                                 (one job). Each process whose environment
+                                 holds that CLASSH_TAG ends with its process
+                                 group. Prints "host: N processes"; exit 0
+                                 when every host answered, none found too.
 
 Job mode (chosen by --node or --node-file; it takes no COMMAND, no TARGET):
   Jobs are run over node slots, each slot one job at a time, over one ssh
@@ -297,7 +305,10 @@ def explain_bad_arguments(argv: List[str], exc: DocoptExit) -> str:
                     break
     words = [_long_name(word, table) if word.startswith("--") else word
              for word in argv[:argv.index("--") if "--" in argv else len(argv)]]
-    modes = sorted(set(_JOB_MODE_WORDS.get(word, word) for word in words if word in _MODE_WORDS))
+    modes = set(_JOB_MODE_WORDS.get(word, word) for word in words if word in _MODE_WORDS)
+    if "--kill" in modes:
+        modes.discard("--node")  # --kill takes the nodes of a run
+    modes = sorted(modes)
     if len(modes) > 1:
         return "%s cannot be used together" % " and ".join(modes)
     if set(modes) & {"--copy", "--slurp"} and "--dest" not in words:
@@ -310,7 +321,7 @@ def explain_bad_arguments(argv: List[str], exc: DocoptExit) -> str:
 
 
 _MODE_WORDS = ("--copy", "--slurp", "-i", "--interactive", "--close", "--list", "--fold",
-               "--node", "--node-file")
+               "--node", "--node-file", "--kill")
 #: Either word chooses job mode (named by the first).
 _JOB_MODE_WORDS = {"--node-file": "--node"}
 
@@ -478,6 +489,7 @@ _REFUSED = {
     "--interactive": _RUN_OUTPUTS + ("--count",),
     "--close": _RUN_OUTPUTS + ("--count", "--sudo", "--sudo-user", "--raw"),
     "jobs": ("--count", "--exclude", "--sudo", "--sudo-user", "--raw", "--success", "--failure"),
+    "--kill": _RUN_OUTPUTS + ("--count", "--sudo", "--sudo-user", "--raw"),
 }
 _MODE_NAMES = {
     "jobs": "job mode (--node, --node-file)",
@@ -486,6 +498,7 @@ _MODE_NAMES = {
     "--slurp": "--slurp (--count goes with --list or --fold)",
     "--interactive": "-i (it shows every result gathered and saves none)",
     "--close": "--close (it only ends connections)",
+    "--kill": "--kill (it only kills a run's processes)",
     "--list": "--list (it only lists hosts)",
     "--fold": "--fold (it only folds the names on stdin)",
 }
@@ -497,10 +510,10 @@ _ONLY = {
 
 
 def mode_of(args: dict) -> str:
-    """The mode given: --copy, --slurp, --interactive, --close, --list, --fold, 'jobs'
+    """The mode given: --copy, --slurp, --interactive, --close, --list, --fold, --kill, 'jobs'
     (--node or --node-file), or 'run'."""
-    for mode in ("--copy", "--slurp", "--interactive", "--close", "--list", "--fold"):
-        if args[mode]:
+    for mode in ("--copy", "--slurp", "--interactive", "--close", "--list", "--fold", "--kill"):
+        if args[mode] not in (None, False, []):  # an empty value is still the mode's
             return mode
     if args["--node"] or args["--node-file"]:
         return "jobs"
@@ -551,6 +564,8 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
         return interactive(args, environ, options)
     if mode == "--close":
         return close_connections(args, environ, options)
+    if mode == "--kill":
+        return kill_run(args, environ, options)
     if mode == "jobs":
         return run_jobs(args, environ, options, closed)
     if 1 in closed and (shows_per_host(args) or "-" in args["--success"] + args["--failure"]):
@@ -572,6 +587,31 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
                      json_path=args["--json"], routing=routing_for(args, options, source, out),
                      views=views)
     summary = Run(source, options, sinks.observers, keep=sinks.keep).run()
+    return report(summary, source, names, args, err)
+
+
+# -- --kill --------------------------------------------------------------------
+
+def kill_run(args: dict, environ, options: Options) -> int:
+    """``classh --kill RUN-ID[.JOB-ID]``: the kill script (:mod:`classh.kill`) sent as it is
+    to every TARGET, or to the nodes of ``--node``/``--node-file`` (a run's own node file);
+    ``host: N processes`` for each; the exit status of a host-mode run."""
+    from .jobs import parse_nodes
+    from .kill import kill_command
+
+    command = kill_command(args["--kill"])  # checked before any host file is read
+    if args["--node"] or args["--node-file"]:
+        if args["TARGET"] or args["--exclude"]:
+            raise UsageError("--kill takes TARGETs or --node/--node-file, not both (nor -x)")
+        names = args["--node"] + args["--node-file"]
+        targets = [spec.target for spec in parse_nodes(
+            args["--node"], args["--node-file"], expand=options.expand, max_hosts=options.max_hosts)]
+    else:
+        names = target_args(args, environ)
+        targets = resolve_targets(args, environ, options.expand, options.max_hosts)
+    out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
+    source = TargetSource(targets, task_maker(command, options.replace(raw=True)))
+    summary = Run(source, options, [LinesDisplay(out, err)], keep=0).run()
     return report(summary, source, names, args, err)
 
 
