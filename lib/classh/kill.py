@@ -50,7 +50,7 @@ _SCRIPT = "; ".join([
     'for f in $(grep -l -F -e "$1" /proc/[0-9]*/environ 2>/dev/null); do '
     'p=${f#/proc/}; p=${p%/environ}; '
     'test "$p" = $$ && continue; '
-    "tr '\\012\\000' '\\001\\012' < $f 2>/dev/null | grep -q -x -e \"$2\" || continue; "
+    "tr '\\012\\000' '\\001\\012' 2>/dev/null < $f | grep -q -x -e \"$2\" || continue; "
     'pgid $p 2>/dev/null || continue; '
     'test "$g" -gt 1 && test "$g" != "$mine" || continue; '
     'n=$((n + 1)); '
