@@ -21,7 +21,7 @@ from .observers import SinkError
 from .options import MAX_PERSIST, Options, OptionError, from_env, positive_int
 from .jobviews import (JOB_FORMATS, ActiveNodes, JobLog, JobOutput, JobStatusLine,
                        job_plan, job_summary_line)
-from .results import ResultsError, done_commands
+from .results import ResultsError, done_commands, write_run_id
 from .run import EXIT_CLASSH, EXIT_USAGE, Run, RunSummary, assemble
 from .routers import RouterError, Routing, make_router
 from .persist import DEFAULT_PERSIST, PersistError, control_dir, sockets_for, sweep_stale
@@ -685,6 +685,8 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
     followed = source.follow_node_files(args["--node"], args["--node-file"],
                                         expand=options.expand, max_hosts=options.max_hosts)
     show_plan(err, source, settings.run_id, done_before, options.results, followed)
+    if options.results:
+        write_run_id(options.results, settings.run_id)  # for classh --kill RUN-ID
     summary = Run(source, options, sinks.observers, keep=sinks.keep, fanout=source.fanout()).run()
     return report_jobs(summary, source, len(source.skipped_ids), err)
 
@@ -716,7 +718,8 @@ def job_files(args: dict, source) -> list:
     if args["--joblog"]:
         sinks.append(JobLog(args["--joblog"], overwrite=args["--overwrite"]))
     if args["--active-nodes"]:
-        sinks.append(ActiveNodes(args["--active-nodes"], source.active))
+        sinks.append(ActiveNodes(args["--active-nodes"], source.active,
+                                 run_id=source.job_options.run_id))
     return sinks
 
 

@@ -276,14 +276,16 @@ class ActiveNodes(Observer):
     burst of short jobs) make one rewrite, at most ``DELAY`` after the first
     (without a loop: at once). The file is made with ``O_EXCL`` and
     ``O_NOFOLLOW`` and renamed into place, so no symlink is ever written
-    through; at the end it lists no slot.
+    through; at the end it lists no slot. With ``run_id`` the first line is
+    ``# run RUN-ID`` (what ``classh --kill RUN-ID`` takes), always there.
     """
 
     DELAY = 0.05
 
-    def __init__(self, path: str, active: Callable[[], List[tuple]]):
+    def __init__(self, path: str, active: Callable[[], List[tuple]], run_id: Optional[str] = None):
         self.path = path
         self.active = active
+        self._head = b"" if run_id is None else ("# run %s\n" % run_id).encode()
         self.loop = None
         self._timer = None
         directory = os.path.dirname(os.path.abspath(path))
@@ -300,8 +302,9 @@ class ActiveNodes(Observer):
 
     def text(self) -> bytes:
         """The file's content now."""
-        return b"".join(("%s: job-%d %s\n" % (node, job, command.replace("\n", " "))).encode(
-            errors="surrogateescape") for node, job, command in self.active())
+        return self._head + b"".join(("%s: job-%d %s\n" % (
+            node, job, command.replace("\n", " "))).encode(errors="surrogateescape")
+            for node, job, command in self.active())
 
     def rewrite(self) -> None:
         """Replace the file with the busy slots now (unless nothing changed)."""

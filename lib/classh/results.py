@@ -374,6 +374,28 @@ def done_commands(directory: str) -> set:
     return {command for command, ok in last.items() if ok and isinstance(command, str)}
 
 
+#: Job mode: the file of a results directory holding the id of the run that wrote it last.
+RUN_ID = "run-id"
+
+
+def write_run_id(directory: str, run_id: str) -> None:
+    """Job mode: ``DIR/run-id`` holds ``run_id``, one line (a resumed run replaces the one
+    before); never written through a symlink. ResultsError when it cannot be written."""
+    path = os.path.join(directory, RUN_ID)
+    try:
+        dir_fd = open_directory(directory)
+        try:
+            fd = open_new(RUN_ID, dir_fd, replace=True)
+            try:
+                write_all(fd, run_id.encode() + b"\n")
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise ResultsError("cannot write %r: %s" % (path, exc.strerror)) from None
+
+
 def _close_quietly(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
