@@ -188,8 +188,9 @@ Exit status:
   0 all hosts ok; 1 classh failed; 2 usage or bad input; 3 some host timed
   out or was killed; 4 some ssh error; 5 some command exited non-zero (the
   first of 4, 3, 5 that applies); 130/143 interrupted by SIGINT/SIGTERM.
-  Job mode: 4 some jobs left undone (no node could run them: listed on
-  stderr), then 3 (a job timed out or was killed), then 5 (a job failed).
+  Job mode: 4 some jobs left undone (no node could run them, or SIGHUP
+  drained the run: listed on stderr), then 3 (a job timed out or was
+  killed), then 5 (a job failed).
 """
 
 FORMATS = ("classic", "lines", "gather", "json")
