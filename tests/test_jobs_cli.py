@@ -534,8 +534,10 @@ def test_active_nodes_lists_busy_slots_while_running(fleet, sweep, tmp_path):
                                 "--job", "true"])
     try:
         assert wait_for(lambda: len(pids_of(mark)) >= 3, 20)
-        text = wait_for(lambda: open(active).read().count("\n") == 3 and open(active).read(), 5)
-        lines = sorted(text.splitlines())
+        text = wait_for(lambda: open(active).read().count("\n") == 4 and open(active).read(), 5)
+        head, *lines = text.splitlines()
+        assert head.startswith("# run ")  # the run id first (classh --kill RUN-ID)
+        lines = sorted(lines)
         assert [line.split(":")[0] for line in lines] == ["node1", "node1", "node2"]
         assert sorted(line.split(": ", 1)[1] for line in lines) == [
             "job-%d %s" % (i, command) for i in (1, 2, 3)]
@@ -546,7 +548,7 @@ def test_active_nodes_lists_busy_slots_while_running(fleet, sweep, tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 130
-    assert open(active).read() == ""
+    assert open(active).read() == head + "\n"
     assert os.listdir(str(tmp_path)) == ["active"]
 
 
