@@ -155,7 +155,7 @@ def _add_node_text(found: Dict[str, List], text: str, expand: bool, max_hosts: i
 def _file_lines(path: str, what: str) -> List[str]:
     """The lines of a node or job file, read once as a stream (``/dev/stdin`` works)."""
     try:
-        with open(path, encoding="utf-8", errors="replace", newline=None) as stream:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline=None) as stream:
             return stream.readlines()
     except OSError as exc:
         raise TargetError("cannot read %s %r: %s" % (what, path, exc.strerror or exc)) from None
@@ -527,8 +527,8 @@ class JobSource(TaskSource):
         node = link.node
         node.probes_left -= 1
         link.up = record.status == OK  # a master that came up is ended by close(), whatever the node
-        if node.state != PROBING and node.state != READY:
-            return
+        if node.state != PROBING and node.state != READY or self._stopping():
+            return  # a probe the run's end cut short says nothing of its node
         if record.status != OK:
             self._drop(node, "probe failed: " + _failure_reason(record))
             self._check_nodes_left()
@@ -595,6 +595,10 @@ class JobSource(TaskSource):
             return True
         self._enqueue(job, front=True)
         return False
+
+    def _stopping(self) -> bool:
+        """True once the run is ending (a signal, a kill): no probe is judged."""
+        return self._supervisor is not None and self._supervisor.stopping
 
     # -- nodes -----------------------------------------------------------------
     def _drop(self, node: _Node, reason: str) -> None:

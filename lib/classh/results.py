@@ -220,8 +220,8 @@ def record_to_dict(record: Record, with_output: bool = True) -> dict:
     if record.error:
         data["error"] = record.error
     if record.job is not None:
-        data.update(job=record.job, node=record.node, command=record.command,
-                    attempts=record.attempts)
+        data.update(job=record.job, node=record.node, attempts=record.attempts)
+        data.update(_command_to_dict(record.command))
     if with_output:
         for name, value in (("stdout", record.stdout), ("stderr", record.stderr)):
             try:
@@ -229,6 +229,28 @@ def record_to_dict(record: Record, with_output: bool = True) -> dict:
             except UnicodeDecodeError:
                 data[name + "_base64"] = base64.b64encode(value).decode("ascii")
     return data
+
+
+def _command_to_dict(command: Optional[str]) -> dict:
+    """``{"command": text}``, or ``{"command_base64": ...}`` for a command holding bytes that
+    are not UTF-8 (decoded with surrogateescape, as Python reads a command line)."""
+    if command is not None:
+        try:
+            command.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = command.encode("utf-8", "surrogateescape")
+            return {"command_base64": base64.b64encode(raw).decode("ascii")}
+    return {"command": command}
+
+
+def command_from_dict(data: dict) -> Optional[str]:
+    """A job's command from :func:`record_to_dict`'s data (bytes not UTF-8 as surrogates)."""
+    if "command_base64" in data:
+        try:
+            return base64.b64decode(data["command_base64"]).decode("utf-8", "surrogateescape")
+        except (TypeError, ValueError):
+            return None  # not written by classh
+    return data.get("command")
 
 
 def _output_from_dict(data: dict, name: str) -> bytes:
@@ -257,7 +279,7 @@ def record_from_dict(data: dict) -> Record:
         stderr_size=int(data.get("stderr_size", len(stderr))),
         job=data.get("job"),
         node=data.get("node"),
-        command=data.get("command"),
+        command=command_from_dict(data),
         attempts=int(data.get("attempts", 1)),
     )
 
@@ -370,7 +392,7 @@ def _job_records(directory: str):
 def done_commands(directory: str) -> set:
     """Job mode's ``--resume``: the commands whose last record in ``directory`` succeeded
     (a job's identity is its text)."""
-    last = {data.get("command"): data.get("status") == OK for data in _job_records(directory)}
+    last = {command_from_dict(data): data.get("status") == OK for data in _job_records(directory)}
     return {command for command, ok in last.items() if ok and isinstance(command, str)}
 
 
