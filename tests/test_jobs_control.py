@@ -29,12 +29,12 @@ def default_signals():
         signal.signal(signum, signal.SIG_DFL)
 
 
-def start(fleet, args):
-    """classh in the background against the fleet (stdout and stderr piped)."""
+def start(fleet, args, stderr=subprocess.PIPE):
+    """classh in the background against the fleet (stdout piped; stderr piped or a file)."""
     return subprocess.Popen([sys.executable, CLASSH] + list(args),
                             env=base_env({"CLASSH_SSH": fleet.ssh_command}),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=default_signals)
+                            stderr=stderr, preexec_fn=default_signals)
 
 
 def finish(proc, timeout=60):
@@ -45,7 +45,7 @@ def finish(proc, timeout=60):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return proc.returncode, out.decode(), err.decode()
+    return proc.returncode, out.decode(), (err or b"").decode()
 
 
 def stamps(path):
@@ -172,18 +172,22 @@ def test_sighup_drains_running_jobs_finish_the_rest_is_undone_exit_4(fleet, remo
 
 @pytest.mark.parametrize("second,rc", [(signal.SIGHUP, 129), (signal.SIGINT, 130),
                                        (signal.SIGTERM, 143)])
-def test_a_signal_during_the_drain_ends_the_run_at_once(fleet, remote_dir, sweep, second, rc):
+def test_a_signal_during_the_drain_ends_the_run_at_once(fleet, remote_dir, sweep, tmp_path,
+                                                        second, rc):
     path = os.path.join(remote_dir, "starts")
     mark, command = with_marker("sleep {m}")
     sweep.append(mark)
-    proc = start(fleet, ["-q", "--node", "node1"] + ["--job", stamping(path, command)] * 3)
+    log = str(tmp_path / "stderr")
+    with open(log, "wb") as err_file:
+        proc = start(fleet, ["-q", "--node", "node1"] + ["--job", stamping(path, command)] * 3,
+                     stderr=err_file)
     assert wait_for(lambda: len(stamps(path)) >= 1, 30), "no job started"
     proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
+    assert wait_for(lambda: "classh: draining: 1 running job finish" in open(log).read(), 10)
     assert proc.poll() is None  # draining: the running job goes on
     proc.send_signal(second)
-    status, _, err = finish(proc, timeout=20)
-    assert status == rc, err
+    status, _, _ = finish(proc, timeout=20)
+    assert status == rc, open(log).read()
     assert leftovers(mark) == []
     assert len(stamps(path)) == 1
 
