@@ -12,7 +12,7 @@ import pytest
 import classh
 from classh.hostmode import TargetSource, task_maker
 from classh.run import Run
-from classh.supervisor import Task, TaskSource
+from classh.supervisor import ListSource, Task, TaskSource
 from classh.observers import Observer, SinkError
 from classh.options import Options
 from classh.targets import resolve
@@ -63,7 +63,7 @@ def test_a_child_reaped_by_someone_else_is_not_counted_as_exit_0(standin_env):
     bystander = subprocess.Popen(["sleep", "30"])  # another child of the program, still alive
     try:
         with classh.SSHJobMan("h1", "exit 3") as job:
-            pid = next(iter(job._run.supervisor._running))
+            pid = next(iter(job._run.supervisor._running)).pid
             os.waitpid(pid, 0)  # the calling program reaps classh's child behind its back
             assert job.wait(10)
     finally:
@@ -463,3 +463,32 @@ def test_internal_tasks_stay_hidden_and_a_retried_attempt_is_no_result():
     assert summary.tally.total == 1 and summary.tally.counts["ok"] == 1
     assert summary.undone == ["job-2: no node left"]
     assert summary.exit_status == 4
+
+
+def test_a_source_that_raises_is_still_closed_and_no_child_is_left(assert_no_children_left):
+    class Raising(ListSource):
+        closed = False
+
+        def completed(self, task, record):
+            raise RuntimeError("a bug in the source, again for every task")
+
+        def close(self):
+            self.closed = True
+
+    source = Raising([Task(key="first", argv=["/bin/true"]),
+                      Task(key="slow", argv=["/bin/sh", "-c", "sleep 30"])])
+    with pytest.raises(RuntimeError):
+        Run(source, Options(), [], fanout=2).run()
+    assert source.closed
+    assert_no_children_left()
+
+
+def test_streamed_lines_keep_bytes_that_are_not_utf8(classh):
+    # a job through a pipe runs with its bytes; a host name with them is refused, named as given
+    jobs = classh("--node", "node1", "--job-file", "-", input=b"printf %s \xff\xfe | od -An -tx1\n")
+    assert jobs.rc == 0, jobs
+    assert jobs.out.split() == ["ff", "fe"]
+    hosts = classh("-q", "true", "/dev/stdin", input=b"node1\nnode\xff2\n")
+    assert hosts.rc == 2, hosts
+    assert "internal error" not in hosts.err
+    assert "bad host pattern 'node\\udcff2'" in hosts.err  # named as Python writes the byte

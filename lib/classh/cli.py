@@ -764,10 +764,10 @@ def report(summary: RunSummary, source: TargetSource, names: List[str], args: di
     """
     try:
         for problem in summary.problems:
-            err.write(("classh: %s\n" % problem).encode())
+            err.write(("classh: %s\n" % problem).encode(errors="surrogateescape"))
         if (summary.interrupted_by is None and not summary.tally.total and not source.skipped
                 and not summary.input_errors and not summary.fatal):
-            err.write(("classh: %s\n" % no_hosts_error(names, args["--exclude"])).encode())
+            err.write(("classh: %s\n" % no_hosts_error(names, args["--exclude"])).encode(errors="surrogateescape"))
             return EXIT_USAGE  # a streamed host file that brought no host
         line = summary_line(summary.tally, summary.elapsed, summary.interrupted_by is not None)
         if source.skipped:

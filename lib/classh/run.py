@@ -221,20 +221,23 @@ class Run:
         self.source.close()
 
     def _teardown(self) -> None:
-        """After an unexpected error: kill and reap every child, close everything, quietly."""
+        """After an unexpected error: kill and reap every child, close everything.
+
+        Errors met on the way (the same bug again, for the other tasks) are
+        dropped: the first one is the one being raised, and the children, the
+        source and the files must be dealt with whatever happens.
+        """
         supervisor, loop = self.supervisor, self._loop
         try:
             if supervisor is not None:
                 supervisor.mute()
                 supervisor.interrupt(signal.SIGINT)
                 supervisor.interrupt(signal.SIGINT)  # again: SIGKILL, nothing left behind
-                loop.run_until(supervisor.done)
-            self._close_source()
+                while not supervisor.done():
+                    _quietly(loop.run_once)
+            _quietly(self._close_source)
             for observer in self.observers:
-                try:
-                    observer.close()
-                except Exception:  # noqa: BLE001 - the first error is the one raised
-                    pass
+                _quietly(observer.close)
         finally:
             loop.close()
 
@@ -248,6 +251,14 @@ class Run:
             fatal=supervisor.fatal, sink_errors=supervisor.sink_errors + self._close_errors,
             router_failures=failures, undone=list(self.source.undone))
 
+
+
+def _quietly(call: Callable[[], None]) -> None:
+    """``call()``, dropping any error (tearing down after a first one)."""
+    try:
+        call()
+    except Exception:  # noqa: BLE001 - see Run._teardown
+        pass
 
 
 #: Bytes of each stream kept in memory per task when a results directory has it all.

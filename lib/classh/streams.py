@@ -35,8 +35,9 @@ def open_nonblocking(path: str) -> int:
 class LineStreams:
     """Reads ``streams`` (``{fd: path}``, non-blocking) through a loop and hands over lines.
 
-    ``on_line(line, where)`` gets each complete line (decoded as UTF-8, bad
-    bytes replaced; a last line without a newline too, at the end of its
+    ``on_line(line, where)`` gets each complete line (decoded as UTF-8, bytes
+    that are not kept as surrogates, so nothing is lost; a last line without
+    a newline too, at the end of its
     stream) with ``where`` = ``"path:N: "`` to prefix messages with;
     ``on_batch()`` runs after each read (e.g. to start the work that arrived).
     A long line costs time linear in its length.
@@ -77,7 +78,7 @@ class LineStreams:
         else:
             text = b"".join(self._partial.pop(fd, []))
             self._close(fd)
-        for line in text.decode("utf-8", "replace").splitlines():
+        for line in text.decode("utf-8", "surrogateescape").splitlines():
             self._numbers[fd] = number = self._numbers.get(fd, 0) + 1
             self.on_line(line, "%s:%d: " % (path, number))
         self.on_batch()

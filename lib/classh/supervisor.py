@@ -22,7 +22,7 @@ import signal
 import time
 from dataclasses import dataclass
 from collections import deque
-from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set
 
 from .loop import EventLoop, Timer, read_ready
 from .observers import SinkError
@@ -207,7 +207,9 @@ class Supervisor:
         self._observers = list(observers)
         self._hooks: Dict[str, List[Callable]] = {}
         self._bind_hooks()
-        self._running: Dict[int, _Child] = {}
+        # Not keyed by pid: a reaped child may still be reading its pipes (LINGER)
+        # while the kernel gives its pid to the next child.
+        self._running: Set[_Child] = set()
         self._deferred: List[Task] = []
         self._hard_kills: Dict[int, Timer] = {}
         self._recheck: Optional[Timer] = None
@@ -287,7 +289,7 @@ class Supervisor:
 
     def kill(self, key: str) -> bool:
         """Kill the running task ``key`` (recorded as killed); False if not running."""
-        for child in self._running.values():
+        for child in self._running:
             if child.task.key == key:
                 child.record.interrupted = True
                 self._terminate(child.pid, signal.SIGTERM)
@@ -296,7 +298,7 @@ class Supervisor:
 
     def _kill_all(self, sig: int) -> None:
         self._deferred.clear()
-        for child in list(self._running.values()):
+        for child in list(self._running):
             child.record.interrupted = True
             self._terminate(child.pid, sig)
 
@@ -320,7 +322,7 @@ class Supervisor:
             return
         self.sink_errors.append(str(exc))
         if child is None:
-            child = next((c for c in self._running.values() if c.task.key == exc.host), None)
+            child = next((c for c in self._running if c.task.key == exc.host), None)
         if child is not None and child.state != _Child.FINISHED:
             # Failed before its record goes out, so no sink writes it as a success.
             child.muted = True
@@ -349,7 +351,7 @@ class Supervisor:
             return True
         child = _Child(task, spawned.pid, record)
         child.captures = {1: Capture(self.keep[0]), 2: Capture(self.keep[1])}
-        self._running[spawned.pid] = child
+        self._running.add(child)
         for fd, stream in ((spawned.stdout, 1), (spawned.stderr, 2)):
             child.fds[fd] = stream
             self.loop.add_reader(fd, self._reader(child, fd, stream))
@@ -517,7 +519,7 @@ class Supervisor:
         if child.state == _Child.FINISHED:
             return
         child.state = _Child.FINISHED
-        del self._running[child.pid]
+        self._running.discard(child)
         self.loop.cancel(child.linger)
         for fd in list(child.fds):
             self.loop.remove_reader(fd)
