@@ -492,3 +492,9 @@ def test_streamed_lines_keep_bytes_that_are_not_utf8(classh):
     assert hosts.rc == 2, hosts
     assert "internal error" not in hosts.err
     assert "bad host pattern 'node\\udcff2'" in hosts.err  # named as Python writes the byte
+
+
+def test_an_empty_slurp_path_is_refused_not_run_as_a_login(standin, tmp_path):
+    r = standin("--slurp", "", "--dest", str(tmp_path / "d"), "h1")
+    assert r.rc == 2, r
+    assert r.err.strip() == "classh: the remote path is empty"

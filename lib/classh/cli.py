@@ -789,7 +789,7 @@ def mode_command(args: dict, options: Options):
     if args["--copy"]:
         command, archive = copy_plan(list(args["--copy"]), args["--dest"])
         return command, [], options.replace(input=archive)
-    if args["--slurp"]:
+    if args["--slurp"] is not None:  # an empty REMOTE is refused by slurp_command
         return slurp_command(args["--slurp"]), [SlurpSink(args["--dest"])], options
     return args["COMMAND"], [], options
 
