@@ -464,7 +464,7 @@ def test_results_dir_and_resume_runs_only_the_failed_jobs(classh, remote_dir, tm
     r = classh("-q", "-o", results, "--retries", "1", "--node", "node1*2", *jobs)
     assert r.rc == 5, r
     assert sorted(os.listdir(results)) == sorted(
-        ["job-%d%s" % (i, s) for i in (1, 2, 3) for s in (".out", ".err", ".ret")] + ["summary.jsonl"])
+        ["job-%d%s" % (i, s) for i in (1, 2, 3) for s in (".out", ".err", ".ret")] + ["run-id", "summary.jsonl"])
     assert open(os.path.join(results, "job-3.out")).read() == "C\n"
     assert open(os.path.join(results, "job-2.ret")).read() == "1\n"
     open(flag, "w").close()
