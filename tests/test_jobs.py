@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 
 import pytest
@@ -408,3 +409,29 @@ def test_skip_drops_jobs_done_before_and_they_never_run(fleet, remote_dir):
     summary = Run(source, source.options, [], fanout=source.fanout(), handle_signals=False).run()
     assert summary.exit_status == 0 and summary.tally.counts["ok"] == 2
     assert sorted(os.listdir(remote_dir)) == ["0", "2"]
+
+
+def test_the_api_keeps_sighup_ending_the_call_no_drain(fleet):
+    script = textwrap.dedent("""
+        import signal, sys
+        sys.path.insert(0, %r)
+        import classh
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        classh.jobs("node1*2", ["sleep 31.7171"] * 4, {"ssh": %r})
+        print("the call went on")
+    """) % (os.path.join(ROOT, "lib"), fleet.ssh_command)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=base_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(pids_of("31.7171")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGHUP, err  # ended, as classh.run would; no drain
+    assert "went on" not in out
+    assert leftovers("31.7171") == []

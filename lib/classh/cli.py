@@ -646,7 +646,8 @@ def job_options(args: dict, **generated):
         retries=3 if retries is None else retries,
         fail_node_on_error=args["--fail-node-on-error"],
         max_node_uses=number("--max-node-uses"), max_nodes=number("--max-nodes"),
-        max_running=number("--numjobs"), reuse=not args["--no-reuse"], **generated)
+        max_running=number("--numjobs"), reuse=not args["--no-reuse"], job_control=True,
+        **generated)
 
 
 def job_run_options(args: dict, environ, options: Options) -> Options:

@@ -106,6 +106,9 @@ class JobOptions:
     max_running: Optional[int] = None
     reuse: bool = True
     run_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    #: SIGUSR1 pauses and SIGHUP drains (the command line's); off, a program calling
+    #: :func:`jobs` keeps SIGHUP ending the call, as with :func:`classh.run`.
+    job_control: bool = False
 
     def __post_init__(self):
         self.retries = positive_int("retries", self.retries)
@@ -652,7 +655,10 @@ class JobSource(TaskSource):
 
     # -- pause, drain, a pool that changes ------------------------------------------
     def signal_handlers(self) -> Dict[int, Callable[[int], None]]:
-        """SIGUSR1 toggles pausing; SIGHUP drains (a second SIGHUP ends the run at once)."""
+        """SIGUSR1 toggles pausing; SIGHUP drains (a second SIGHUP ends the run at once);
+        none of it without ``job_control``."""
+        if not self.job_options.job_control:
+            return {}
         return {signal.SIGUSR1: lambda signum: self.toggle_pause(), signal.SIGHUP: self._hang_up}
 
     def toggle_pause(self) -> bool:
