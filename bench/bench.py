@@ -34,8 +34,8 @@ Job mode (a queue of jobs over node slots; a node listed k times = k slots):
                 /dev/tty, with a ``ping`` that answers and an ``ssh`` adding
                 -F CONFIG first on its PATH), GNU parallel -S 4/node1,...
                 and -S -M; every tool must print each job's line once.
-                classh runs first; a peer is stopped at 10x classh's time
-                (at least 30 s; ``--cap 0``: never), a lower bound
+                classh runs first; a peer is stopped at 8x classh's time
+                (at least 25 s; ``--cap 0``: never), a lower bound
   jobs-20k      stand-in ssh, 20,000 ``true`` jobs over 50 nodes x 8 slots:
                 classh --format json, every job's record (exit 0) counted;
                 classh's own CPU (RUSAGE_SELF of the process running it,
@@ -1003,8 +1003,8 @@ DYING_SLEEP = 0.3
 #: In jobs-400 a peer is stopped once it has run this many times as long as
 #: classh (never before JOB_CAP_MIN s; --cap 0: never): its row is then a
 #: lower bound (">", CAPPED) that still decides the bars (5x at most).
-JOB_CAP = 10
-JOB_CAP_MIN = 30.0
+JOB_CAP = 8
+JOB_CAP_MIN = 25.0
 JOB_LINE = re.compile(r"^job (\d+)$")
 #: classh's line for a node it drops (``classh: node dead1 dropped: ...``).
 DROPPED_LINE = re.compile(r"(?m)^classh: node (\S+) dropped: ")
