@@ -35,7 +35,8 @@ Job mode (a queue of jobs over node slots; a node listed k times = k slots):
                 -F CONFIG first on its PATH), GNU parallel -S 4/node1,...
                 and -S -M; every tool must print each job's line once.
                 classh runs first; a peer is stopped at 8x classh's time
-                (at least 25 s; ``--cap 0``: never), a lower bound
+                (at least 25 s, 8 s with --quick; ``--cap 0``: never), a
+                lower bound
   jobs-20k      stand-in ssh, 20,000 ``true`` jobs over 50 nodes x 8 slots:
                 classh --format json, every job's record (exit 0) counted;
                 classh's own CPU (RUSAGE_SELF of the process running it,
@@ -1007,6 +1008,7 @@ DYING_SLEEP = 0.3
 #: lower bound (">", CAPPED) that still decides the bars (5x at most).
 JOB_CAP = 8
 JOB_CAP_MIN = 25.0
+JOB_CAP_MIN_QUICK = 8.0  # --quick: a smoke run
 JOB_LINE = re.compile(r"^job (\d+)$")
 #: classh's line for a node it drops (``classh: node dead1 dropped: ...``).
 DROPPED_LINE = re.compile(r"(?m)^classh: node (\S+) dropped: ")
@@ -1236,7 +1238,7 @@ def sc_jobs_400(setup, args, nnodes, slots, njobs):
         sc["rows"].append(first)
         cap = None
         if args.cap and first.get("status") == "ok":
-            cap = max(JOB_CAP_MIN, JOB_CAP * first["wall"])
+            cap = max(JOB_CAP_MIN_QUICK if args.quick else JOB_CAP_MIN, JOB_CAP * first["wall"])
         if clstr:
             cenv = dict(env, PATH=wrapper_bin(setup, name, cfg) + os.pathsep + env["PATH"])
             argv = [sys.executable, "-c", PTY_RUN, clstr, "--node-file", nf, "--job-file", jf]
