@@ -16,8 +16,8 @@ from typing import Callable, Dict, List, Optional
 
 from .display import SafeStream, StatusLine, StreamObserver, _indent
 from .observers import Observer, SinkError
-from .results import (OK, SSH_ERROR, SSH_ERROR_EXIT, Record, ResultsError, Tally,
-                      describe_exit, json_line, open_new, write_all, _close_quietly)
+from .results import (OK, SSH_ERROR, SSH_ERROR_EXIT, NewFile, Record, ResultsError, Tally,
+                      describe_exit, json_line, open_new, write_all)
 
 __all__ = ["JobOutput", "JobStatusLine", "JobLog", "ActiveNodes", "job_summary_line",
            "JOB_FORMATS", "JOBLOG_HEADER", "joblog_row", "job_plan"]
@@ -228,43 +228,19 @@ def joblog_row(record: Record) -> bytes:
         record.stdout_size, exitval, record.signal or 0, command)).encode(errors="surrogateescape")
 
 
-class JobLog(Observer):
-    """``--joblog FILE``: GNU parallel's TAB-separated joblog, one row per job's final record.
+class JobLog(NewFile):
+    """``--joblog FILE``: GNU parallel's TAB-separated joblog, one row per job's final record
+    (a new file, never written through a symlink; see :class:`~classh.results.NewFile`)."""
 
-    FILE must be new (``overwrite``: an existing one is replaced); it is never
-    opened through a symlink. A write error raises :class:`SinkError` for
-    every job (``host`` None): the run ends cleanly.
-    """
+    what = "joblog"
 
     def __init__(self, path: str, overwrite: bool = False):
-        self.path = path
-        try:
-            self._fd = open_new(path, replace=overwrite)
-        except FileExistsError:
-            raise ResultsError("joblog %r exists: classh never overwrites it (use --overwrite)"
-                               % path) from None
-        except OSError as exc:
-            raise ResultsError("cannot write joblog %r: %s" % (path, exc.strerror)) from None
-        self._write(JOBLOG_HEADER)
-
-    def _write(self, data: bytes) -> None:
-        if self._fd < 0:
-            return
-        try:
-            write_all(self._fd, data)
-        except OSError as exc:
-            self.close()
-            raise SinkError(self.path, exc) from exc
+        super().__init__(path, overwrite)
+        self.append(JOBLOG_HEADER)
 
     def finished(self, task, record: Record) -> None:
         """Append the job's row."""
-        self._write(joblog_row(record))
-
-    def close(self) -> None:
-        """Close the file (never raises)."""
-        if self._fd >= 0:
-            _close_quietly(self._fd)
-            self._fd = -1
+        self.append(joblog_row(record))
 
 
 class ActiveNodes(Observer):

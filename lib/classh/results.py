@@ -21,7 +21,7 @@ __all__ = [
     "OK", "FAILED", "SSH_ERROR", "TIMEOUT", "KILLED",
     "STATUSES", "PROGRESS_CHAR", "exit_status", "describe_exit",
     "record_to_dict", "record_from_dict", "json_line", "load_results",
-    "ResultsDir", "ResultsError", "JsonFile", "prepare_results_dir", "result_path",
+    "ResultsDir", "ResultsError", "NewFile", "JsonFile", "prepare_results_dir", "result_path",
     "open_new", "open_directory", "ret_text", "write_all", "done_commands",
 ]
 
@@ -579,32 +579,33 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-class JsonFile(Observer):
-    """Observer saving every record (with output) as JSON Lines to a new file (``--json``).
+class NewFile(Observer):
+    """A sink appending to one new file that every record goes to (``--json``, ``--joblog``).
 
-    The file is never opened through a symlink (with ``overwrite`` an
-    existing one is unlinked and made anew). A write error raises
-    :class:`SinkError` with ``host=None``: every host's result goes there.
+    The file must not exist (``overwrite``: an existing one is unlinked and
+    made anew) and is never opened through a symlink. A write error raises
+    :class:`SinkError` with ``host=None``: every record goes there, so the
+    run ends cleanly. ``what`` names the file in messages.
     """
 
-    needs_output = True
+    what = "file"
 
     def __init__(self, path: str, overwrite: bool = False):
         self.path = path
         try:
             self._fd = open_new(path, replace=overwrite)
         except FileExistsError:
-            raise ResultsError("%r exists: classh never overwrites results (use --overwrite)"
-                               % path) from None
+            raise ResultsError("%s %r exists: classh never overwrites results (use --overwrite)"
+                               % (self.what, path)) from None
         except OSError as exc:
-            raise ResultsError("cannot write %r: %s" % (path, exc.strerror)) from None
+            raise ResultsError("cannot write %s %r: %s" % (self.what, path, exc.strerror)) from None
 
-    def finished(self, task, record: Record) -> None:
-        """Append the record."""
+    def append(self, data: bytes) -> None:
+        """Write ``data`` at the end of the file (SinkError on failure; nothing after one)."""
         if self._fd < 0:
             return
         try:
-            write_all(self._fd, json_line(record))
+            write_all(self._fd, data)
         except OSError as exc:
             self.close()
             raise SinkError(self.path, exc) from exc
@@ -614,6 +615,17 @@ class JsonFile(Observer):
         if self._fd >= 0:
             _close_quietly(self._fd)
             self._fd = -1
+
+
+class JsonFile(NewFile):
+    """``--json FILE``: every record, output included, as JSON Lines."""
+
+    what = "JSON file"
+    needs_output = True
+
+    def finished(self, task, record: Record) -> None:
+        """Append the record."""
+        self.append(json_line(record))
 
 
 def load_results(path: str) -> Dict[str, Record]:
