@@ -37,3 +37,12 @@ show sh -c "grep -L '^0\$' $work/results/*.ret | xargs -n1 basename | sed 's/\\.
 
 # Chained stages: failed hosts feed a second classh as they finish.
 show $CLASSH -q -E "$CLASSH --format lines 'echo remediating' /dev/stdin" 'test {host} != node7' 'node[1-10]'
+
+# Job mode: 12 jobs over 3 nodes x 2 slots (one ssh connection per node), a
+# dead node dropped, output whole and in job order, GNU parallel's joblog.
+seq 1 12 | sed 's/.*/echo "job & on $(hostname -s 2>\/dev\/null || echo node)"; sleep 0.2/' > "$work/jobs"
+show $CLASSH -k --node 'node[1-3]*2' --node refused --connect-timeout 3 --job-file "$work/jobs" --joblog "$work/joblog"
+show cut -f1,2,7 "$work/joblog"
+
+# --on-each-node: once per distinct node, whatever its slots.
+show $CLASSH --format lines --node 'node[1-2]*4' --on-each-node 'echo "slot count does not matter"'

@@ -498,3 +498,10 @@ def test_an_empty_slurp_path_is_refused_not_run_as_a_login(standin, tmp_path):
     r = standin("--slurp", "", "--dest", str(tmp_path / "d"), "h1")
     assert r.rc == 2, r
     assert r.err.strip() == "classh: the remote path is empty"
+
+
+def test_a_dropped_node_is_named_with_sshs_reason_even_with_nothing_displayed(classh):
+    r = classh("-q", "--node", "refused", "--node", "node1", "--connect-timeout", "3", "--job", "true")
+    assert r.rc == 0, r
+    dropped = [line for line in r.err.splitlines() if line.startswith("classh: node refused dropped")]
+    assert len(dropped) == 1 and "Connection refused" in dropped[0], r.err

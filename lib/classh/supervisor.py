@@ -39,6 +39,8 @@ READ_SIZE = 65536
 #: How often to look again at killed process groups still exiting at the end of a run.
 GROUP_RECHECK = 0.05
 _RETRYABLE = {errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
+#: Bytes of stderr kept in a record when ``keep`` wants none (the source's reasons).
+SOURCE_STDERR = 4096
 #: The exit status of a child reaped by someone else (see EventLoop.watch_child).
 LOST = -1
 
@@ -350,7 +352,10 @@ class Supervisor:
             self._publish(task, record, None)
             return True
         child = _Child(task, spawned.pid, record)
-        child.captures = {1: Capture(self.keep[0]), 2: Capture(self.keep[1])}
+        # The source judges attempts by their stderr too (ssh's reason for a
+        # dropped node), so a little of it is kept even when no sink wants any.
+        err_keep = self.keep[1] if self.keep[1] != 0 else SOURCE_STDERR
+        child.captures = {1: Capture(self.keep[0]), 2: Capture(err_keep)}
         self._running.add(child)
         for fd, stream in ((spawned.stdout, 1), (spawned.stderr, 2)):
             child.fds[fd] = stream
