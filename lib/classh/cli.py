@@ -705,7 +705,7 @@ def show_plan(err: SafeStream, source, run_id: str, done_before: Optional[int],
 def _say(err: SafeStream, line: str, prefix: str = "classh: ") -> None:
     """One ``classh: ...`` line on stderr (a stderr gone only loses it)."""
     try:
-        err.write(("%s%s\n" % (prefix, line)).encode(errors="replace"))
+        err.write(("%s%s\n" % (prefix, line)).encode(errors="surrogateescape"))
     except SinkError:
         pass
 
@@ -746,7 +746,7 @@ def report_jobs(summary: RunSummary, source, skipped: int, err: SafeStream) -> i
         _say(err, problem)
     for line in summary.undone:
         _say(err, "undone: %s" % line)
-    counts = getattr(source, "counts", {}) or {}
+    counts = source.counts
     if (summary.interrupted_by is None and not summary.tally.total and not skipped
             and not summary.undone and not summary.input_errors and not summary.fatal):
         _say(err, "no job to run (the job files brought none)")
@@ -763,19 +763,16 @@ def report(summary: RunSummary, source: TargetSource, names: List[str], args: di
 
     A stderr that cannot be written any more (the terminal hung up) only loses these lines.
     """
-    try:
-        for problem in summary.problems:
-            err.write(("classh: %s\n" % problem).encode(errors="surrogateescape"))
-        if (summary.interrupted_by is None and not summary.tally.total and not source.skipped
-                and not summary.input_errors and not summary.fatal):
-            err.write(("classh: %s\n" % no_hosts_error(names, args["--exclude"])).encode(errors="surrogateescape"))
-            return EXIT_USAGE  # a streamed host file that brought no host
-        line = summary_line(summary.tally, summary.elapsed, summary.interrupted_by is not None)
-        if source.skipped:
-            line += " (%d skipped: done before)" % source.skipped
-        err.write((line + "\n").encode())
-    except SinkError:
-        pass
+    for problem in summary.problems:
+        _say(err, problem)
+    if (summary.interrupted_by is None and not summary.tally.total and not source.skipped
+            and not summary.input_errors and not summary.fatal):
+        _say(err, str(no_hosts_error(names, args["--exclude"])))
+        return EXIT_USAGE  # a streamed host file that brought no host
+    line = summary_line(summary.tally, summary.elapsed, summary.interrupted_by is not None)
+    if source.skipped:
+        line += " (%d skipped: done before)" % source.skipped
+    _say(err, line, prefix="")
     return summary.exit_status
 
 
@@ -865,11 +862,11 @@ def close_connections(args: dict, environ, options: Options) -> int:
              for t in targets for path in sockets_for(t, directory, names)]
     err = SafeStream(sys.stderr.buffer)
     if not tasks:
-        err.write(b"classh: no open connections to close\n")
+        _say(err, "no open connections to close")
         return 0
     summary = Run(ListSource(tasks), options, keep=0).run()
-    err.write(("classh: closed %d of %d connections in %.1f s\n" % (
-        summary.tally.counts["ok"], summary.tally.total, summary.elapsed)).encode())
+    _say(err, "closed %d of %d connections in %.1f s" % (
+        summary.tally.counts["ok"], summary.tally.total, summary.elapsed))
     return summary.exit_status
 
 
