@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 from .display import SafeStream, StatusLine, StreamObserver, _indent
 from .observers import Observer, SinkError
 from .results import (OK, SSH_ERROR, SSH_ERROR_EXIT, NewFile, Record, ResultsError, Tally,
-                      describe_exit, json_line, open_new, write_all)
+                      describe_exit, json_line, write_new)
 
 __all__ = ["JobOutput", "JobStatusLine", "JobLog", "ActiveNodes", "job_summary_line",
            "JOB_FORMATS", "JOBLOG_HEADER", "joblog_row", "job_plan"]
@@ -288,11 +288,7 @@ class ActiveNodes(Observer):
         if data == self._last:
             return
         with SinkError.wrap(self.path):
-            fd = open_new(self._temp, replace=True)
-            try:
-                write_all(fd, data)
-            finally:
-                os.close(fd)
+            write_new(self._temp, data, replace=True)
             os.rename(self._temp, self.path)
         self._last = data
 

@@ -22,7 +22,7 @@ __all__ = [
     "STATUSES", "PROGRESS_CHAR", "exit_status", "describe_exit",
     "record_to_dict", "record_from_dict", "json_line", "load_results",
     "ResultsDir", "ResultsError", "NewFile", "JsonFile", "prepare_results_dir", "result_path",
-    "open_new", "open_directory", "ret_text", "write_all", "done_commands",
+    "open_new", "write_new", "open_directory", "ret_text", "write_all", "done_commands",
 ]
 
 OK = "ok"
@@ -337,6 +337,15 @@ def open_new(name: str, dir_fd: Optional[int] = None, replace: bool = False,
     return os.open(name, _NEW_FILE, mode, dir_fd=dir_fd)
 
 
+def write_new(name: str, data: bytes, dir_fd: Optional[int] = None, replace: bool = False) -> None:
+    """Create ``name`` as :func:`open_new` does and write ``data`` to it whole."""
+    fd = open_new(name, dir_fd, replace=replace)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
 def prepare_results_dir(directory: str, resume: bool = False, overwrite: bool = False) -> set:
     """Create or check ``directory``; return the hosts to skip (``--resume``: those whose .ret is 0).
 
@@ -407,11 +416,7 @@ def write_run_id(directory: str, run_id: str) -> None:
     try:
         dir_fd = open_directory(directory)
         try:
-            fd = open_new(RUN_ID, dir_fd, replace=True)
-            try:
-                write_all(fd, run_id.encode() + b"\n")
-            finally:
-                os.close(fd)
+            write_new(RUN_ID, run_id.encode() + b"\n", dir_fd, replace=True)
         finally:
             os.close(dir_fd)
     except OSError as exc:
