@@ -43,7 +43,7 @@ from .hostmode import ssh_reads_no_stdin
 from .options import Options, OptionError, positive_int
 from .prompts import HostAuth
 from .remote import remote_command
-from .results import Record, SSH_ERROR, OK
+from .results import Record, SSH_ERROR, OK, last_line
 from .run import Run, assemble
 from .spawn import SpawnError, raise_fd_limit, spawn
 from .ssh import SshCommand
@@ -279,17 +279,11 @@ class _Node:
         self.probes_left = 0
 
 
-def _last_line(data: bytes) -> str:
-    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
-    lines = [line for line in lines if line]
-    return lines[-1] if lines else ""
-
-
 def _failure_reason(record: Record) -> str:
     """Why an attempt failed, in a few words (ssh's last stderr line when there is one)."""
     if record.timed_out:
         return "timed out"
-    last = _last_line(record.stderr)
+    last = last_line(record.stderr)
     if record.error:
         return record.error
     if record.signal is not None:

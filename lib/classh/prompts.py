@@ -26,6 +26,8 @@ from typing import Optional, Tuple
 from pexpect import EOF, TIMEOUT
 from pexpect.fdpexpect import fdspawn
 
+from .results import last_line
+
 __all__ = ["Prompter", "SudoWrapper", "PromptFailure"]
 
 PASSWORD = re.compile(rb"(?i)password[^\n]*:[ \t]*\Z")
@@ -70,7 +72,7 @@ class Prompter:
         if index == 2:
             return "ssh asked about an unknown host key (see --accept-new-hostkeys)"
         if index == 3:
-            return "ssh asked a question classh cannot answer: %r" % _last_line(self._tty.before + prompt)
+            return "ssh asked a question classh cannot answer: %r" % last_line(self._tty.before + prompt, 120)
         kind = _KINDS[index]
         if self._password is None:
             return "ssh asked for a %s and none was given (-P)" % kind
@@ -79,11 +81,6 @@ class Prompter:
         self._answered.add(kind)
         self._tty.send(self._password.encode() + b"\n")
         return None
-
-
-def _last_line(text: bytes) -> str:
-    lines = text.replace(b"\r", b"").strip().splitlines() or [b""]
-    return lines[-1].decode("utf-8", "replace")[-120:]
 
 
 class SudoWrapper:

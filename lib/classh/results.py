@@ -19,7 +19,7 @@ from .observers import Observer, SinkError
 __all__ = [
     "Record", "Capture", "Tally",
     "OK", "FAILED", "SSH_ERROR", "TIMEOUT", "KILLED",
-    "STATUSES", "PROGRESS_CHAR", "exit_status", "describe_exit",
+    "STATUSES", "PROGRESS_CHAR", "exit_status", "describe_exit", "last_line",
     "record_to_dict", "record_from_dict", "json_line", "load_results",
     "ResultsDir", "ResultsError", "NewFile", "JsonFile", "prepare_results_dir", "result_path",
     "open_new", "write_new", "open_directory", "ret_text", "write_all", "done_commands",
@@ -112,6 +112,14 @@ class Record:
     def errors(self) -> str:
         """stderr decoded as UTF-8 (undecodable bytes replaced)."""
         return self.stderr.decode("utf-8", "replace")
+
+
+def last_line(data: bytes, limit: Optional[int] = None) -> str:
+    """The last line of ``data`` that is not blank, stripped (at most its last ``limit``
+    characters): what a tool said last, for a one-line message."""
+    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
+    last = next((line for line in reversed(lines) if line), "")
+    return last if limit is None else last[-limit:]
 
 
 def describe_exit(record: Record) -> str:
