@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from classh import blocks
 from classh.blocks import Block, BlockError, BlockInput, Cutter, check_paths
 from classh.loop import EventLoop
 from classh.targets import TargetError
@@ -249,6 +250,33 @@ def test_backpressure_holds_200_mb_in_the_pipe_and_every_byte_comes_through():
         assert digest.hexdigest() == hashlib.sha256(line * 2000000).hexdigest()
         assert writer.wait(timeout=10) == 0
         assert inp.errors == []
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+
+
+def test_big_blocks_stop_the_reading_at_the_byte_limit_before_ahead_blocks(monkeypatch):
+    monkeypatch.setattr(blocks, "MAX_HELD_BYTES", 1000 * 1000)
+    writer_code = ("import sys\nline = b'x' * 99999 + b'\\n'\n"
+                   "for _ in range(200): sys.stdout.buffer.write(line)\n")
+    read_end, write_end = os.pipe()
+    writer = subprocess.Popen([sys.executable, "-c", writer_code], stdout=write_end)
+    os.close(write_end)
+    try:
+        inp = BlockInput(["/dev/fd/%d" % read_end], size=1, ahead=64)
+        os.close(read_end)
+        with EventLoop() as loop:
+            inp.attach(loop, lambda: None)
+            for _ in range(40):
+                loop.run_once(timeout=0.05)
+            held = inp.held()
+            writer_blocked = writer.poll() is None
+            taken = take_all(inp, loop)
+        assert 10 <= held <= 11  # 1 MB of 100 KB blocks (plus one read), not 64 blocks
+        assert writer_blocked
+        assert len(taken) == 200 and all(len(block.data) == 100000 for block in taken)
+        assert writer.wait(timeout=10) == 0
     finally:
         if writer.poll() is None:
             writer.kill()

@@ -50,9 +50,11 @@ Memory stays bounded whatever the size of the input:
 * a pipe, tty or device (``-`` on a pipe, ``/dev/stdin``, a FIFO) is read
   through the event loop, non-blocking, at most :data:`READ_SIZE` bytes per
   callback, as :class:`~classh.streams.LineStreams` does. Once ``ahead``
-  blocks are held the reader is removed (the writer blocks on a full pipe);
-  ``take()`` adds it back when fewer are held. So ``held()`` never exceeds
-  ``ahead`` plus the blocks of one read.
+  blocks (or :data:`MAX_HELD_BYTES` bytes of blocks) are held the reader is
+  removed (the writer blocks on a full pipe); ``take()`` adds it back when
+  fewer are held. So ``held()`` never exceeds ``ahead`` plus the blocks of
+  one read, and memory is about ``min(ahead blocks, MAX_HELD_BYTES)`` plus
+  the block being cut, whatever the input's size.
 
 Standard input (``'-'``): a regular file on fd 0 (``< file``) is read
 lazily through a duplicate of fd 0; a pipe, tty or device is opened again
@@ -76,7 +78,8 @@ from typing import Callable, Deque, List, Optional, Sequence, Tuple
 from .streams import READ_SIZE, is_pipe_or_device, open_nonblocking
 from .targets import TargetError
 
-__all__ = ["Block", "BlockError", "BlockInput", "Cutter", "check_paths", "READ_SIZE"]
+__all__ = ["Block", "BlockError", "BlockInput", "Cutter", "check_paths", "MAX_HELD_BYTES",
+           "READ_SIZE"]
 
 STDIN = "-"
 #: Below this many lines still wanted, newlines are found one by one.
@@ -84,6 +87,9 @@ _FIND_LIMIT = 16
 #: The first window counted for newlines; it grows while no cut falls in it.
 _WINDOW = 4096
 _MAX_WINDOW = 1 << 20
+#: Reading from a stream also stops while the blocks held add up to this many bytes
+#: (big blocks: ``ahead`` blocks of 10 MB would be 640 MB).
+MAX_HELD_BYTES = 32 << 20
 
 
 class BlockError(TargetError):
@@ -276,6 +282,7 @@ class BlockInput:
         self._cutter = None
         self._ready: Deque[Tuple[bytes, str]] = deque()
         self._taken = 0
+        self._held_bytes = 0
         self._ended = False
         self._loop = None
         self._on_ready: Callable[[], None] = lambda: None
@@ -303,7 +310,8 @@ class BlockInput:
             return None
         data, source = self._ready.popleft()
         self._taken += 1
-        if self._current is not None and self._current.stream and len(self._ready) < self.ahead:
+        self._held_bytes -= len(data)
+        if self._current is not None and self._current.stream and self._has_room():
             self._resume()
         return Block(self._taken, data, source)
 
@@ -328,6 +336,7 @@ class BlockInput:
         self._next_path = len(self.paths)
         self._ended = True
         self._ready.clear()
+        self._held_bytes = 0
 
     # -- reading ---------------------------------------------------------
     def _open_next(self) -> None:
@@ -343,7 +352,7 @@ class BlockInput:
             self._fail(path, exc)
             return
         self._cutter = Cutter(self.size) if len(self.paths) == 1 else _WholeFile()
-        if self._current.stream and self._loop is not None and len(self._ready) < self.ahead:
+        if self._current.stream and self._loop is not None and self._has_room():
             self._resume()
 
     def _read_regular(self) -> None:
@@ -366,7 +375,7 @@ class BlockInput:
             self._on_ready()
             return
         self._consume(data)
-        if len(self._ready) >= self.ahead:
+        if not self._has_room():
             self._pause()
         self._on_ready()
 
@@ -374,13 +383,22 @@ class BlockInput:
         """Cut ``data`` of the current file into blocks; ``b""`` ends the file."""
         path = self._current.path
         if data:
-            self._ready.extend((block, path) for block in self._cutter.feed(data))
+            for block in self._cutter.feed(data):
+                self._hold(block, path)
             return
         last = self._cutter.finish()
         if last is not None:
-            self._ready.append((last, path))
+            self._hold(last, path)
         self._close_current()
         self._open_next()
+
+    def _hold(self, data: bytes, path: str) -> None:
+        self._ready.append((data, path))
+        self._held_bytes += len(data)
+
+    def _has_room(self) -> bool:
+        """Whether a stream may be read further (fewer than ``ahead`` blocks and bytes held)."""
+        return len(self._ready) < self.ahead and self._held_bytes < MAX_HELD_BYTES
 
     def _resume(self) -> None:
         if not self._reading and self._current is not None:
