@@ -100,6 +100,13 @@ Job mode (chosen by --node or --node-file; it takes no COMMAND, no TARGET):
   --max-node-uses N              Run at most N jobs on one node.
   --max-nodes N                  Use at most N nodes.
   --no-reuse                     Log in once per job (no shared connection).
+  --gpus                         Slots are the nodes' free GPUs, as
+                                 nvidia-smi lists them; a job on GPU I runs
+                                 with CUDA_VISIBLE_DEVICES=I.
+  --gpu-mem MIB                  A GPU needs MIB MiB free (default 0); it
+                                 runs at most free/MIB jobs.
+  --jobs-per-gpu N               Jobs one GPU runs at once (default 1).
+  --share-gpus                   Use GPUs that other processes use too.
   -k, --keep-order               Show jobs' output in job order.
   --joblog FILE                  Write GNU parallel's joblog into FILE (new
                                  unless --overwrite).
@@ -484,7 +491,9 @@ _RUN_OUTPUTS = ("--results", "--json", "--format", "--quiet", "--progress", "--s
 #: Options only job mode uses.
 _JOB_ONLY = ("--job", "--job-file", "--on-each-node", "--retries", "--fail-node-on-error",
              "--max-node-uses", "--max-nodes", "--no-reuse", "--keep-order", "--joblog",
-             "--active-nodes")
+             "--active-nodes", "--gpus", "--gpu-mem", "--jobs-per-gpu", "--share-gpus")
+#: Options that only mean something with --gpus.
+_GPU_ONLY = ("--gpu-mem", "--jobs-per-gpu", "--share-gpus")
 #: Per mode, the options it cannot use (they would be silently ignored).
 _REFUSED = {
     "--interactive": _RUN_OUTPUTS + ("--count",),
@@ -626,6 +635,10 @@ def check_job_args(args: dict) -> None:
         raise UsageError("job mode (--node, --node-file) takes no COMMAND or TARGET: %s "
                          "(give jobs with --job, --job-file or --on-each-node)"
                          % " ".join(shlex.quote(word) for word in words))
+    gpu_only = [name for name in _GPU_ONLY if args[name] not in (None, False)]
+    if gpu_only and not args["--gpus"]:
+        raise UsageError("%s only go%s with --gpus" % (", ".join(gpu_only),
+                                                       "" if len(gpu_only) > 1 else "es"))
     fmt = args["--format"]
     if fmt is not None and fmt not in JOB_FORMATS:
         raise UsageError("job mode has no --format %r (choose from %s; the default writes "
@@ -647,7 +660,8 @@ def job_options(args: dict, **generated):
         fail_node_on_error=args["--fail-node-on-error"],
         max_node_uses=number("--max-node-uses"), max_nodes=number("--max-nodes"),
         max_running=number("--numjobs"), reuse=not args["--no-reuse"], job_control=True,
-        **generated)
+        gpus=args["--gpus"], gpu_mem=args["--gpu-mem"] or 0, share_gpus=args["--share-gpus"],
+        jobs_per_gpu=number("--jobs-per-gpu") or 1, **generated)
 
 
 def job_run_options(args: dict, environ, options: Options) -> Options:
@@ -698,7 +712,8 @@ def show_plan(err: SafeStream, source, run_id: str, done_before: Optional[int],
     """The plan of a job run on stderr, before it starts (``-q`` keeps it: see job_plan)."""
     states = source.node_states()
     for line in job_plan(run_id, len(source.jobs), bool(source.streams), len(states),
-                         sum(state[2] for state in states), done_before, results, followed):
+                         sum(state[2] for state in states), done_before, results, followed,
+                         source.job_options.gpu_rule):
         _say(err, line)
 
 

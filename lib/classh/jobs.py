@@ -39,8 +39,9 @@ from dataclasses import dataclass, field, fields
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from .api import _Collector, _reraise, as_options
+from .gpus import GpuRule, assess, cuda_env, parse_probe, probe_command
 from .hostmode import ssh_reads_no_stdin
-from .options import Options, OptionError, positive_int
+from .options import Options, OptionError, positive_int, seconds
 from .prompts import HostAuth
 from .remote import remote_command
 from .results import Record, SSH_ERROR, OK, last_line
@@ -67,6 +68,10 @@ PROBE_MARGIN = 5.0
 CLOSE_WAIT = 5.0
 #: Seconds between two looks at the node files (their size and time stamps).
 NODE_FILE_CHECK = 1.0
+#: Seconds nvidia-smi may take on top of a probe's time.
+GPU_QUERY_TIME = 30.0
+#: The most MiB ``--gpu-mem`` may ask for.
+MAX_GPU_MIB = 1 << 30
 
 PROBING, READY, DROPPED, RETIRED = "probing", "ready", "dropped", "retired"
 # What ssh's mux client says when the master's connection refuses one more session.
@@ -109,6 +114,15 @@ class JobOptions:
     #: SIGUSR1 pauses and SIGHUP drains (the command line's); off, a program calling
     #: :func:`jobs` keeps SIGHUP ending the call, as with :func:`classh.run`.
     job_control: bool = False
+    #: --gpus: a node's slots are its free GPUs (see :mod:`classh.gpus`), each taking
+    #: ``jobs_per_gpu`` jobs; ``gpu_mem``: MiB free a GPU needs (0: any); ``share_gpus``:
+    #: foreign processes do not make a GPU busy; ``gpu_check``: seconds between two looks
+    #: at a node's GPUs (between its jobs, and while a GPU is busy).
+    gpus: bool = False
+    gpu_mem: int = 0
+    jobs_per_gpu: int = 1
+    share_gpus: bool = False
+    gpu_check: float = 30.0
 
     def __post_init__(self):
         self.retries = positive_int("retries", self.retries)
@@ -118,6 +132,21 @@ class JobOptions:
         if not (isinstance(self.run_id, str) and self.run_id.isalnum() and self.run_id.isascii()
                 and len(self.run_id) <= 32):
             raise OptionError("run id must be 1-32 letters and digits, not %r" % (self.run_id,))
+        if self.gpu_mem in (0, "0"):
+            self.gpu_mem = 0
+        else:
+            self.gpu_mem = positive_int("gpu-mem", self.gpu_mem, MAX_GPU_MIB)
+        self.jobs_per_gpu = positive_int("jobs-per-gpu", self.jobs_per_gpu, MAX_SLOTS)
+        self.gpu_check = seconds("gpu-check", self.gpu_check)
+        if not self.gpu_check:
+            raise OptionError("gpu-check must be more than 0 seconds, not %r" % (self.gpu_check,))
+
+    @property
+    def gpu_rule(self) -> Optional[GpuRule]:
+        """The rule that picks the GPUs taking jobs, None without ``gpus``."""
+        if not self.gpus:
+            return None
+        return GpuRule(min_mib=self.gpu_mem, jobs_per_gpu=self.jobs_per_gpu, share=self.share_gpus)
 
 
 # -- input -----------------------------------------------------------------
@@ -262,14 +291,34 @@ class _Link:
         self.up = False   # its probe succeeded
 
 
+class _Gpu:
+    """One GPU of a node (``--gpus``): the jobs it may run now and runs; why none."""
+
+    __slots__ = ("node", "index", "usable", "running", "why", "may_change")
+
+    def __init__(self, node: "_Node", index: int):
+        self.node, self.index = node, index
+        self.usable = 0          # jobs it may run at once now
+        self.running = 0
+        self.why: Optional[str] = None  # why it takes no job (None: it does)
+        self.may_change = True   # a busy GPU may be free later; a MIG one is not
+
+    @property
+    def name(self) -> str:
+        """``node:gpuI``, as the status line and --active-nodes show it."""
+        return "%s:gpu%d" % (self.node.label, self.index)
+
+
 class _Node:
-    """A node of the pool: its connections, state and counters."""
+    """A node of the pool: its connections, GPUs, state and counters."""
 
     __slots__ = ("label", "target", "slots", "links", "state", "running", "started",
-                 "admitted", "pinned", "probes_left")
+                 "admitted", "pinned", "probes_left", "number", "gpus", "checking", "checked",
+                 "check_timer")
 
-    def __init__(self, spec: NodeSpec):
+    def __init__(self, spec: NodeSpec, number: int):
         self.label, self.target, self.slots = spec.target.label, spec.target, spec.slots
+        self.number = number  # its place in the pool (names its masters' sockets)
         self.links: List[_Link] = []
         self.state = PROBING
         self.running = 0
@@ -277,6 +326,25 @@ class _Node:
         self.admitted = False
         self.pinned: Deque[Job] = deque()
         self.probes_left = 0
+        self.gpus: Dict[int, _Gpu] = {}
+        self.checking = False  # a look at its GPUs is under way
+        self.checked = 0.0     # when its GPUs were last looked at (monotonic)
+        self.check_timer = None
+
+
+class _GpuCheck:
+    """A look at a node's GPUs: the first one also opens the node's first connection."""
+
+    __slots__ = ("node", "link", "first")
+
+    def __init__(self, link: _Link, first: bool):
+        self.node, self.link, self.first = link.node, link, first
+
+
+def _reached(record: Record) -> bool:
+    """True when ssh got through (whatever the remote command said)."""
+    return (record.exitcode is not None and record.exitcode != 255 and not record.timed_out
+            and not record.error and not record.interrupted)
 
 
 def _failure_reason(record: Record) -> str:
@@ -322,7 +390,8 @@ class JobSource(TaskSource):
         self._control_dir = None
         if job_options.reuse and not options.persist:
             self._control_dir = tempfile.mkdtemp(prefix="classh-jobs-")  # mode 0700
-        self._nodes = [_Node(spec) for spec in nodes]
+        self._gpus = job_options.gpu_rule
+        self._nodes = [_Node(spec, number) for number, spec in enumerate(nodes)]
         self._by_label = {node.label: node for node in self._nodes}
         self._queue: Deque[Job] = deque()
         self._free: Deque[_Link] = deque()  # one entry per free slot
@@ -332,7 +401,7 @@ class JobSource(TaskSource):
         self._admitted = 0
         self._pinned = 0  # pinned jobs waiting
         self._running = 0
-        self._active: Dict[int, Tuple[_Link, Job]] = {}  # running jobs by id
+        self._active: Dict[int, Tuple[_Link, Job, Optional[_Gpu]]] = {}  # running jobs by id
         self._skip: Set[str] = set()
         #: Job numbers follow the input order, each line its own, skipped ones too.
         self._ids = itertools.count(1)
@@ -344,8 +413,8 @@ class JobSource(TaskSource):
         self.paused = self.draining = False
         self._on_each_node = on_each_node
         self._follow: Optional[_NodeFiles] = None  # the node files re-read when they change
-        for number, node in enumerate(self._nodes):
-            self._plan_links(node, number)
+        for node in self._nodes:
+            self._plan_links(node)
         for command in commands:
             self._add_job(command)
         if on_each_node is not None:
@@ -354,21 +423,28 @@ class JobSource(TaskSource):
                 self._add_job(on_each_node, node)
 
     # -- set-up ------------------------------------------------------------
-    def _plan_links(self, node: _Node, number: int) -> None:
+    def _plan_links(self, node: _Node) -> None:
+        """The node's connections, each probed; with GPUs, only the first until its GPUs
+        are known (it is sized then)."""
+        self._add_links(node, [1] if self._gpus else self._link_sizes(node.slots))
+
+    def _link_sizes(self, slots: int) -> List[int]:
         """One connection per SESSIONS_PER_MASTER slots (one in all without private masters)."""
         if self._control_dir is None:
-            sizes = [node.slots]
-        else:
-            full, rest = divmod(node.slots, SESSIONS_PER_MASTER)
-            sizes = [SESSIONS_PER_MASTER] * full + ([rest] if rest else [])
-        for index, size in enumerate(sizes):
+            return [slots]
+        full, rest = divmod(slots, SESSIONS_PER_MASTER)
+        return [SESSIONS_PER_MASTER] * full + ([rest] if rest else [])
+
+    def _add_links(self, node: _Node, sizes: List[int]) -> None:
+        for size in sizes:
+            index = len(node.links)
             path = None
             if self._control_dir is not None:
-                path = os.path.join(self._control_dir, "%d-%d" % (number, index))
+                path = os.path.join(self._control_dir, "%d-%d" % (node.number, index))
             link = _Link(node, index, size, path)
             node.links.append(link)
             self._probes.append(self._probe_task(link))
-        node.probes_left = len(sizes)
+            node.probes_left += 1
 
     def _control_options(self, link: _Link, master: bool) -> List[str]:
         if link.path is None:
@@ -382,11 +458,25 @@ class JobSource(TaskSource):
         return HostAuth(password, True) if password is not None else None
 
     def _probe_task(self, link: _Link) -> Task:
+        """ssh ``true`` opening ``link``'s master; with GPUs, the first one looks at them."""
+        if self._gpus and link.index == 0:
+            return self._check_task(_GpuCheck(link, first=True))
         connect = self.options.connect_timeout or 10.0
         return Task(key="probe-%s-%d" % (link.node.label, link.index),
                     argv=self._ssh.argv(link.node.target, "true", self._control_options(link, True)),
                     timeout=connect + PROBE_MARGIN, env=self._env, context=link,
                     auth=self._auth(), internal=True)
+
+    def _check_task(self, check: _GpuCheck) -> Task:
+        """nvidia-smi on ``check``'s node, over its link (opening the master the first time)."""
+        link = check.link
+        connect = self.options.connect_timeout or 10.0
+        command = probe_command(self.job_options.run_id)
+        return Task(key="gpus-%s-%d" % (link.node.label, link.index),
+                    argv=self._ssh.argv(link.node.target, command,
+                                        self._control_options(link, check.first)),
+                    timeout=connect + PROBE_MARGIN + GPU_QUERY_TIME, env=self._env, context=check,
+                    auth=self._auth(), internal=True, keep_output=True)
 
     def _add_job(self, command: str, node: Optional[_Node] = None) -> Job:
         job = Job(next(self._ids), command, pin=node.label if node else None)
@@ -463,12 +553,18 @@ class JobSource(TaskSource):
         return task
 
     @staticmethod
-    def _usable(link: _Link) -> bool:
-        node = link.node
-        return node.state == READY and node.admitted and link.running < link.usable
+    def _usable(slot: Union[_Link, _Gpu]) -> bool:
+        """True when a job may start on ``slot`` now (a free-slot entry may be stale)."""
+        node = slot.node
+        if not (node.state == READY and node.admitted and slot.running < slot.usable):
+            return False
+        return not isinstance(slot, _Gpu) or (not node.checking
+                                              and _link_with_room(node) is not None)
 
-    def _start(self, job: Job, link: _Link) -> Task:
-        node = link.node
+    def _start(self, job: Job, slot: Union[_Link, _Gpu]) -> Task:
+        node = slot.node
+        gpu = slot if isinstance(slot, _Gpu) else None
+        link = slot if gpu is None else _link_with_room(node)
         if job.pin is not None:
             self._pinned -= 1
         job.attempts += 1
@@ -476,19 +572,23 @@ class JobSource(TaskSource):
         node.running += 1
         node.started += 1
         self._running += 1
-        self._active[job.id] = (link, job)
+        if gpu is not None:
+            gpu.running += 1
+        self._active[job.id] = (link, job, gpu)
         if self.job_options.max_node_uses and node.started >= self.job_options.max_node_uses:
             self._retire(node)
-        return Task(key="job-%d" % job.id, argv=self._ssh.argv(node.target, self._remote(job),
-                                                               self._control_options(link, False)),
+        return Task(key="job-%d" % job.id,
+                    argv=self._ssh.argv(node.target, self._remote(job, gpu),
+                                        self._control_options(link, False)),
                     timeout=self.options.timeout, env=self._env, context=(job, node.label),
                     attempt=job.attempts, auth=self._auth(), hold_stdin=self._watch_stdin)
 
-    def _remote(self, job: Job) -> str:
+    def _remote(self, job: Job, gpu: Optional[_Gpu] = None) -> str:
         if self.options.raw:
             return job.command
         return remote_command(job.command, self._watch_stdin,
-                              tag="%s.%d" % (self.job_options.run_id, job.id))
+                              tag="%s.%d" % (self.job_options.run_id, job.id),
+                              env=cuda_env(gpu.index) if gpu is not None else None)
 
     def fanout(self) -> int:
         """The supervisor's cap for this source: every slot plus one probe per connection."""
@@ -507,12 +607,16 @@ class JobSource(TaskSource):
     def completed(self, task: Task, record: Record) -> bool:
         """Account for an ended probe or attempt; True when ``record`` is the job's final one."""
         if task.internal:
-            self._probed(task.context, record)
+            if isinstance(task.context, _GpuCheck):
+                self._gpus_seen(task.context, record)
+            else:
+                self._probed(task.context, record)
             return False
         job, label = task.context
         node = self._by_label[label]
-        link = self._release(job, node)
+        link, gpu = self._release(job, node)
         record.job, record.node, record.command, record.attempts = job.id, label, job.command, job.attempts
+        record.gpu = gpu.index if gpu is not None else None
         final = self._judge(job, node, link, record)
         if not final:
             self.counts["retried"] += 1
@@ -531,13 +635,144 @@ class JobSource(TaskSource):
             self._check_nodes_left()
             return
         if node.state == PROBING:
-            node.state = READY
-            if self._admissible(node):
-                self._admit(node)
-            else:
-                self._standby.append(node)
+            self._ready(node)
         elif node.admitted:
-            self._free.extend([link] * link.usable)
+            if self._gpus:
+                self._offer(node)  # GPU slots that waited for this connection's room
+            else:
+                self._free.extend([link] * link.usable)
+
+    def _ready(self, node: _Node) -> None:
+        """``node`` answered its probe: its slots go to the jobs (or wait for --max-nodes room)."""
+        node.state = READY
+        if self._admissible(node):
+            self._admit(node)
+        else:
+            self._standby.append(node)
+
+    # -- GPUs ------------------------------------------------------------------
+    def _gpus_seen(self, check: _GpuCheck, record: Record) -> None:
+        """A look at ``check``'s node's GPUs ended: its GPU slots as nvidia-smi says now."""
+        node, link = check.node, check.link
+        if check.first:
+            node.probes_left -= 1
+            link.up = _reached(record)
+        else:
+            node.checking = False
+            link.running -= 1
+        node.checked = time.monotonic()
+        if node.state not in (PROBING, READY) or self._stopping():
+            return
+        if not _reached(record):
+            self._drop(node, ("probe failed: " if check.first else "GPU check failed: ")
+                       + _failure_reason(record))
+            self._check_nodes_left()
+            return
+        report = parse_probe(record.exitcode, record.stdout)
+        if report.error is not None and check.first:
+            self._drop(node, "no GPU slot: " + report.error)
+            self._check_nodes_left()
+            return
+        if report.error is not None:
+            self.notify("node %s: GPU check failed: %s (its GPUs stay as they were)"
+                        % (node.label, report.error))
+        else:
+            self._take_report(node, report, check.first)
+        if check.first:
+            if not any(gpu.usable or gpu.may_change for gpu in node.gpus.values()):
+                self._drop(node, "no usable GPU: " + _gpu_reasons(node))
+                self._check_nodes_left()
+                return
+            self._size_links(node)
+            self._ready(node)
+        elif node.admitted:
+            self._offer(node)
+        self._watch_busy(node)
+
+    def _take_report(self, node: _Node, report, first: bool) -> None:
+        """Each GPU's slots from ``report``; one line for the first look and each change."""
+        rule = self._gpus
+        changed = []
+        for seen in report.gpus:
+            gpu = node.gpus.get(seen.index)
+            if gpu is None:
+                gpu = node.gpus[seen.index] = _Gpu(node, seen.index)
+            usable, why, gpu.may_change = assess(seen, rule)
+            if gpu.running and not (seen.foreign and not rule.share):
+                usable, why = gpu.usable, None  # its free memory is what our own jobs left
+            if why != gpu.why and not first:
+                changed.append("gpu%d %s" % (gpu.index, why or "free again"))
+            gpu.usable, gpu.why = usable, why
+        node.slots = sum(gpu.usable for gpu in node.gpus.values())
+        if first:
+            self.notify("node %s: %s" % (node.label, _gpu_summary(node, self.job_options.gpu_check)))
+        elif changed:
+            self.notify("node %s: %s" % (node.label, "; ".join(changed)))
+
+    def _size_links(self, node: _Node) -> None:
+        """Connections enough for every job its GPUs could ever run at once."""
+        if len(node.links) != 1:
+            return  # sized before (a node that came back)
+        most = max(1, sum(self._gpus.jobs_per_gpu for gpu in node.gpus.values()
+                          if gpu.usable or gpu.may_change))
+        sizes = self._link_sizes(most)
+        first = node.links[0]
+        first.slots = first.usable = sizes[0]
+        self._add_links(node, sizes[1:])
+        self._grow_fanout()
+
+    def _offer(self, node: _Node) -> None:
+        """Every free slot of ``node`` to the jobs (an entry already there is checked when used)."""
+        if self._gpus:
+            for gpu in node.gpus.values():
+                self._free.extend([gpu] * max(0, gpu.usable - gpu.running))
+            return
+        for link in node.links:
+            if link.up:
+                self._free.extend([link] * max(0, link.usable - link.running))
+
+    def _work_waiting(self) -> bool:
+        return bool(self._queue or self._pinned or self.streams)
+
+    def _check_gpus(self, node: _Node) -> bool:
+        """Look at ``node``'s GPUs again, over a connection with room; False if none has."""
+        link = _link_with_room(node)
+        if link is None:
+            return False
+        node.checking = True
+        link.running += 1  # the look takes one of the connection's sessions
+        self._probes.append(self._check_task(_GpuCheck(link, first=False)))
+        return True
+
+    def _check_due(self, node: _Node) -> bool:
+        """Between jobs: a node's GPUs are looked at again once ``gpu_check`` s have passed."""
+        return (not node.checking and node.state == READY and self._work_waiting()
+                and time.monotonic() - node.checked >= self.job_options.gpu_check)
+
+    def _watch_busy(self, node: _Node) -> None:
+        """While a GPU of ``node`` is busy, look again every ``gpu_check`` s (no job of the
+        node may end to make it look)."""
+        if node.check_timer is not None or self._loop is None:
+            return
+        if any(not gpu.usable and gpu.may_change for gpu in node.gpus.values()):
+            node.check_timer = self._loop.call_later(self.job_options.gpu_check,
+                                                     lambda: self._timed_check(node))
+
+    def _timed_check(self, node: _Node) -> None:
+        node.check_timer = None
+        if node.state != READY:
+            return
+        if self._check_due(node) and self._check_gpus(node):
+            self._supervisor.fill()
+        else:
+            self._watch_busy(node)
+
+    def gpu_states(self) -> List[Tuple[str, int, int, Optional[str]]]:
+        """(``node:gpuI``, jobs running, jobs it may run, why none) for every GPU of a node
+        still in the pool."""
+        return [(gpu.name, gpu.running, gpu.usable, gpu.why) for node in self._nodes
+                if node.state in (PROBING, READY) or node.running
+                for gpu in node.gpus.values()]
 
     def _admissible(self, node: _Node) -> bool:
         limit = self.job_options.max_nodes
@@ -547,9 +782,7 @@ class JobSource(TaskSource):
         """Give ``node``'s slots to the jobs."""
         node.admitted = True
         self._admitted += 1
-        for link in node.links:
-            if link.up:
-                self._free.extend([link] * (link.usable - link.running))
+        self._offer(node)
 
     def _admit_standby(self) -> None:
         while self._standby and self._admissible(self._standby[0]):
@@ -558,15 +791,20 @@ class JobSource(TaskSource):
                 self._admit(node)
 
     # -- attempts --------------------------------------------------------------
-    def _release(self, job: Job, node: _Node) -> _Link:
-        """The attempt's slot is free again; returns its link."""
+    def _release(self, job: Job, node: _Node) -> Tuple[_Link, Optional[_Gpu]]:
+        """The attempt's slot is free again (with GPUs, after a look at them when one is
+        due); returns its link and GPU."""
         self._running -= 1
         node.running -= 1
-        link = self._active.pop(job.id)[0]
+        link, _, gpu = self._active.pop(job.id)
         link.running -= 1
-        if self._usable(link):
+        if gpu is not None:
+            gpu.running -= 1
+            if not (self._check_due(node) and self._check_gpus(node)) and self._usable(gpu):
+                self._free.append(gpu)
+        elif self._usable(link):
             self._free.append(link)
-        return link
+        return link, gpu
 
     def _judge(self, job: Job, node: _Node, link: _Link, record: Record) -> bool:
         """Decide what an ended attempt means for the job and its node."""
@@ -735,9 +973,14 @@ class JobSource(TaskSource):
         if added or removed or kept:
             self.notify("node file re-read: " + _pool_change(added, removed, kept))
         self._check_nodes_left()
+        self._grow_fanout()
+        self._supervisor.fill()
+
+    def _grow_fanout(self) -> None:
+        """The supervisor runs as many children as the pool may now need."""
         supervisor = self._supervisor
-        supervisor.numjobs = max(supervisor.numjobs, raise_fd_limit(self.fanout()))
-        supervisor.fill()
+        if supervisor is not None:
+            supervisor.numjobs = max(supervisor.numjobs, raise_fd_limit(self.fanout()))
 
     def _join(self, spec: NodeSpec) -> None:
         """A node added to the pool: a new one is probed; one removed before comes back."""
@@ -746,11 +989,11 @@ class JobSource(TaskSource):
             if node.label in self._follow.removed:
                 self._revive(node)
             return  # dropped or retired while listed: it stays so
-        node = _Node(spec)
+        node = _Node(spec, len(self._nodes))
         self._nodes.append(node)
         self._by_label[node.label] = node
         self._alive += 1
-        self._plan_links(node, len(self._nodes) - 1)
+        self._plan_links(node)
         if self._on_each_node is not None:
             self._add_job(self._on_each_node, node)
 
@@ -775,10 +1018,18 @@ class JobSource(TaskSource):
         if node.state not in (PROBING, READY):
             return
         self._follow.removed.add(node.label)
-        waiting = len(self._probes)
-        self._probes = deque(task for task in self._probes if task.context.node is not node)
-        node.probes_left -= waiting - len(self._probes)
+        for task in [task for task in self._probes if task.context.node is node]:
+            self._probes.remove(task)
+            self._unplanned(task.context)
         self._leave(node, RETIRED)
+
+    def _unplanned(self, context: Union[_Link, _GpuCheck]) -> None:
+        """A probe or GPU look that will not run after all (its node left the pool)."""
+        if isinstance(context, _GpuCheck) and not context.first:
+            context.node.checking = False
+            context.link.running -= 1
+        else:
+            context.node.probes_left -= 1
 
     # -- views -------------------------------------------------------------------
     def node_states(self) -> List[Tuple[str, str, int, int]]:
@@ -787,7 +1038,8 @@ class JobSource(TaskSource):
 
     def active(self) -> List[Tuple[str, int, str]]:
         """(node label, job id, command) for every busy slot, oldest first."""
-        return [(link.node.label, job.id, job.command) for link, job in self._active.values()]
+        return [(gpu.name if gpu is not None else link.node.label, job.id, job.command)
+                for link, job, gpu in self._active.values()]
 
     def skip(self, commands: Set[str]) -> int:
         """``--resume``: drop the waiting jobs whose text is in ``commands``; how many went."""
@@ -807,8 +1059,11 @@ class JobSource(TaskSource):
     def close(self) -> None:
         """Close open job files; end the private masters and remove their directory."""
         self.streams.close()
-        if self._follow is not None and self._loop is not None:
-            self._loop.cancel(self._follow.timer)
+        if self._loop is not None:
+            for timer in [self._follow.timer if self._follow else None] + [
+                    node.check_timer for node in self._nodes]:
+                if timer is not None:
+                    self._loop.cancel(timer)
         if self._control_dir is None:
             return
         links = [link for node in self._nodes for link in node.links if link.up]
@@ -839,6 +1094,32 @@ class _NodeFiles:
             except OSError as exc:
                 seen.append(exc.strerror)
         return tuple(seen)
+
+
+def _link_with_room(node: _Node) -> Optional[_Link]:
+    """A connection of ``node`` that is up and has a session to spare."""
+    for link in node.links:
+        if link.up and link.running < link.usable:
+            return link
+    return None
+
+
+def _gpu_reasons(node: _Node) -> str:
+    return "; ".join("gpu%d %s" % (gpu.index, gpu.why) for gpu in node.gpus.values()
+                     if gpu.why) or "none listed"
+
+
+def _gpu_summary(node: _Node, every: float) -> str:
+    """``GPU slots: gpu0, gpu2 (2 jobs); gpu1 busy: foreign process 4242`` and the like."""
+    free = [gpu for gpu in node.gpus.values() if gpu.usable]
+    text = "no free GPU now" if not free else "GPU slots: " + ", ".join(
+        "gpu%d" % gpu.index + ("" if gpu.usable == 1 else " (%d jobs)" % gpu.usable)
+        for gpu in free)
+    if any(gpu.why for gpu in node.gpus.values()):
+        text += "; " + _gpu_reasons(node)
+    if not free:
+        text += " (looking again every %g s)" % every
+    return text
 
 
 def _pool_change(added: List[NodeSpec], removed: List[str], kept: List[str]) -> str:

@@ -38,6 +38,13 @@ def job_label(record: Record) -> str:
     return record.host
 
 
+def job_where(record: Record, default: str = "") -> str:
+    """Where the job ran: ``node``, or ``node:gpuI`` with ``--gpus``; ``default`` if nowhere."""
+    if not record.node:
+        return default
+    return record.node if record.gpu is None else "%s:gpu%d" % (record.node, record.gpu)
+
+
 class JobOutput(StreamObserver):
     """Each job's output, written whole when the job ends (never mixed mid-line with another's).
 
@@ -101,7 +108,7 @@ class JobOutput(StreamObserver):
             self.out.write(json_line(whole))
             return
         if self.fmt == "lines":
-            prefix = ("%s %s: " % (job_label(record), record.node or "-")).encode()
+            prefix = ("%s %s: " % (job_label(record), job_where(record, "-"))).encode()
             self.out.write(_indent(stdout, prefix))
             self.err.write(_indent(stderr, prefix) + self._failure_line(record))
             return
@@ -117,7 +124,7 @@ class JobOutput(StreamObserver):
         why = "exit " + why if why.isdigit() else why
         if record.error:
             why += " (%s)" % record.error
-        return ("classh: %s on %s: %s: %s\n" % (job_label(record), record.node or "no node",
+        return ("classh: %s on %s: %s: %s\n" % (job_label(record), job_where(record, "no node"),
                                                 why, record.command)).encode(errors="replace")
 
     def close(self) -> None:
@@ -156,8 +163,29 @@ class JobStatusLine(StatusLine):
         text = status_text(done, None if streaming else total, busy, len(alive), failed,
                            counts.get("retried", 0), counts.get("dropped", 0),
                            time.monotonic() - self.started_at)
+        gpus = self.source.gpu_states() if hasattr(self.source, "gpu_states") else []
+        if gpus:
+            text += " " + gpu_status(gpus)
         return ("PAUSED (SIGUSR1 to resume): " + text) if getattr(self.source, "paused", False) \
             else text
+
+
+def gpu_status(gpus: List[tuple]) -> str:
+    """``GPUs: 3 of 4 running jobs: n1:gpu0, n1:gpu1, n2:gpu0; n2:gpu1 busy: foreign process 7.``
+    from ``(node:gpuI, running, usable, why)`` tuples."""
+    running = [name for name, busy, usable, why in gpus if busy]
+    blocked = ["%s %s" % (name, why) for name, busy, usable, why in gpus if why]
+    text = "GPUs: %d of %d running jobs" % (len(running), len(gpus))
+    if running:
+        text += ": " + _some(running)
+    if blocked:
+        text += "; " + _some(blocked)
+    return text + "."
+
+
+def _some(names: List[str], shown: int = 6) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (" and %d more" % more if more > 0 else "")
 
 
 def _duration(seconds: float) -> str:
@@ -171,7 +199,7 @@ def _duration(seconds: float) -> str:
 
 def job_plan(run_id: str, jobs: int, streamed: bool, nodes: int, slots: int,
              done_before: Optional[int] = None, results: Optional[str] = None,
-             followed: bool = False) -> List[str]:
+             followed: bool = False, gpus=None) -> List[str]:
     """The plan of a job run, shown on stderr before it starts (3 lines, ``-q`` or not)::
 
         run 1a2b3c4d
@@ -179,12 +207,21 @@ def job_plan(run_id: str, jobs: int, streamed: bool, nodes: int, slots: int,
         nodes: 3 with 10 slots asked for; the node files are followed
 
     ``streamed``: a job file is still open (more jobs may come); ``done_before``
-    (``--resume``): the jobs skipped because they succeeded in ``results``.
+    (``--resume``): the jobs skipped because they succeeded in ``results``;
+    ``gpus`` (a :class:`~classh.gpus.GpuRule`): slots are GPUs, found when
+    each node is probed (one line per node follows then).
     """
     work = "jobs: %d to run" % jobs + (" + streamed" if streamed else "")
     if done_before is not None:
         work += "; %d done before in %s (skipped)" % (done_before, results)
-    pool = "nodes: %d with %d slot%s asked for" % (nodes, slots, "" if slots == 1 else "s")
+    if gpus is None:
+        pool = "nodes: %d with %d slot%s asked for" % (nodes, slots, "" if slots == 1 else "s")
+    else:
+        pool = "nodes: %d; slots: their GPUs with %s, %d job%s each%s" % (
+            nodes, "%d MiB free" % gpus.min_mib if gpus.min_mib else "any memory free",
+            gpus.jobs_per_gpu, "" if gpus.jobs_per_gpu == 1 else "s",
+            ", busy ones too" if gpus.share else ", busy ones skipped")
+        pool += " (nvidia-smi, as each node is probed)"
     if followed:
         pool += "; the node files are followed"
     return ["run %s" % run_id, work, pool]
@@ -224,7 +261,7 @@ def joblog_row(record: Record) -> bytes:
         exitval = record.exitcode
     command = (record.command or "").replace("\t", " ").replace("\n", " ")
     return ("%d\t%s\t%.3f\t%.3f\t0\t%d\t%d\t%d\t%s\n" % (
-        record.job or 0, record.node or "", record.started, record.duration,
+        record.job or 0, job_where(record), record.started, record.duration,
         record.stdout_size, exitval, record.signal or 0, command)).encode(errors="surrogateescape")
 
 

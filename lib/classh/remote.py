@@ -47,7 +47,7 @@ outlives the session.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Mapping, Optional
 
 __all__ = ["GRACE", "NAME", "remote_command", "quote_word"]
 
@@ -58,6 +58,7 @@ NAME = "classh-watchdog"
 
 _UNQUOTED = {ord("'"): "'\\''", ord("\\"): "'\\\\'"}
 _TAG = re.compile(r"[A-Za-z0-9._:@%+=-]{1,128}\Z")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 # The watcher's body: notice the end of the session, then end the group
 # ($$, the session leader's pid, in a subshell too). sudo ignores signals
@@ -93,7 +94,7 @@ def quote_word(text: str) -> str:
 
 
 def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None,
-                   parent: str = "$PPID") -> str:
+                   parent: str = "$PPID", env: Optional[Mapping[str, str]] = None) -> str:
     """The line to hand ssh so that ``command`` dies with the session.
 
     ``watch_stdin``: the caller keeps ssh's stdin open and writes nothing to
@@ -104,15 +105,20 @@ def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None,
     128 characters (ValueError otherwise). ``parent`` is the shell expression
     of the pid watched without ``watch_stdin``: ``$PPID`` (sshd's session
     process) or ``$1`` (passed in by the sudo wrapper, see
-    :meth:`classh.prompts.SudoWrapper.wrap`).
+    :meth:`classh.prompts.SudoWrapper.wrap`). ``env`` is exported too (job
+    mode's ``CUDA_VISIBLE_DEVICES``): names are letters, digits and ``_``,
+    values as a tag's.
     """
     if parent not in ("$PPID", "$1"):
         raise ValueError("parent must be $PPID or $1, not %r" % parent)
     watch = _ON_STDIN_EOF if watch_stdin else _ON_PARENT_GONE % parent
+    exported = dict(env or {})
     if tag is not None:
-        if not _TAG.match(tag):
-            raise ValueError("bad CLASSH_TAG %r: use letters, digits and ._:@%%+=- only" % tag)
-        watch = "CLASSH_TAG=%s; export CLASSH_TAG; %s" % (tag, watch)
+        exported["CLASSH_TAG"] = tag
+    for name, value in sorted(exported.items(), reverse=True):
+        if not (_ENV_NAME.match(name) and _TAG.match(value)):
+            raise ValueError("bad %s=%r: use letters, digits and ._:@%%+=- only" % (name, value))
+        watch = "%s=%s; export %s; %s" % (name, value, name, watch)
     fallback, inline = _EXEC_SH, _INLINE
     if "\n" in command and _NEWLINE not in command:
         # csh cannot hold a newline in quotes: it travels as \001, put back by tr.

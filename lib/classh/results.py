@@ -61,11 +61,13 @@ class Record:
     stdout_size: int = 0
     stderr_size: int = 0
     extra: Dict[str, object] = field(default_factory=dict)
-    #: Job mode: the job's id, the node it ran on (last attempt), its text, attempts made.
+    #: Job mode: the job's id, the node it ran on (last attempt), its text, attempts made,
+    #: and with ``--gpus`` the index of the GPU it ran on.
     job: Optional[int] = None
     node: Optional[str] = None
     command: Optional[str] = None
     attempts: int = 1
+    gpu: Optional[int] = None
 
     @property
     def status(self) -> str:
@@ -229,6 +231,8 @@ def record_to_dict(record: Record, with_output: bool = True) -> dict:
         data["error"] = record.error
     if record.job is not None:
         data.update(job=record.job, node=record.node, attempts=record.attempts)
+        if record.gpu is not None:
+            data["gpu"] = record.gpu
         data.update(_command_to_dict(record.command))
     if with_output:
         for name, value in (("stdout", record.stdout), ("stderr", record.stderr)):
@@ -289,6 +293,7 @@ def record_from_dict(data: dict) -> Record:
         node=data.get("node"),
         command=command_from_dict(data),
         attempts=int(data.get("attempts", 1)),
+        gpu=data.get("gpu"),
     )
 
 

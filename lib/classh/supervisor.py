@@ -41,6 +41,8 @@ GROUP_RECHECK = 0.05
 _RETRYABLE = {errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
 #: Bytes of stderr kept in a record when ``keep`` wants none (the source's reasons).
 SOURCE_STDERR = 4096
+#: Bytes of each stream kept for a task with ``keep_output`` (a node's nvidia-smi report).
+PROBE_OUTPUT = 1 << 20
 #: The exit status of a child reaped by someone else (see EventLoop.watch_child).
 LOST = -1
 
@@ -63,6 +65,9 @@ class Task:
     #: (``input`` must be None; with sudo, nothing but sudo's password): the
     #: remote watchdog's sign that ssh is gone.
     hold_stdin: bool = False
+    #: The record keeps :data:`PROBE_OUTPUT` bytes of the task's stdout and stderr,
+    #: whatever the run's ``keep`` (a probe whose output the source reads).
+    keep_output: bool = False
 
 
 class TaskSource:
@@ -354,8 +359,11 @@ class Supervisor:
         child = _Child(task, spawned.pid, record)
         # The source judges attempts by their stderr too (ssh's reason for a
         # dropped node), so a little of it is kept even when no sink wants any.
-        err_keep = self.keep[1] if self.keep[1] != 0 else SOURCE_STDERR
-        child.captures = {1: Capture(self.keep[0]), 2: Capture(err_keep)}
+        if task.keep_output:
+            child.captures = {1: Capture(PROBE_OUTPUT), 2: Capture(PROBE_OUTPUT)}
+        else:
+            err_keep = self.keep[1] if self.keep[1] != 0 else SOURCE_STDERR
+            child.captures = {1: Capture(self.keep[0]), 2: Capture(err_keep)}
         self._running.add(child)
         for fd, stream in ((spawned.stdout, 1), (spawned.stderr, 2)):
             child.fds[fd] = stream
