@@ -50,6 +50,18 @@ Job mode (a queue of jobs over node slots; a node listed k times = k slots):
                 on the target (a job that finished on the dying node as it
                 stopped, its exit status lost, is rightly run again: shown
                 apart), every dead or dying node dropped with a line
+  gpu-40        real sshd with a stand-in nvidia-smi (tests/gpufleet.py), 40
+                jobs ``sleep 1; echo $CUDA_VISIBLE_DEVICES`` over 2 nodes x 2
+                GPUs, gpu2's gpu1 taken by a foreign process: classh --gpus -o
+                DIR; from summary.jsonl and each job's .out: the most jobs
+                running at once, jobs on the busy GPU; GNU parallel -j 3
+                locally as a floor (no peer has GPU slots)
+  kill-run      real sshd, 20 hosts: two classh job runs (20 ``sleep MARK_A``
+                jobs, 20 ``sleep MARK_B``, default --retries), then classh
+                --kill RUN_A over the 20 hosts: seconds until no MARK_A process
+                is left (and none back 1 s later), MARK_B's all alive (the
+                same pids); run B then ended by SIGTERM and nothing of either
+                run may be left (no peer has a run-tagged kill)
 
 ``--quick`` uses 1,000 / 5,000 / 50 hosts instead of 10,000 / 50,000 / 200
 (and 100 / 2,000 / 100 jobs).
@@ -104,7 +116,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 PEER_PACKAGES = ["pssh", "clustershell", "pdsh", "parallel"]
 TOOLS = ["xargs", "classh", "pssh", "clush", "pdsh", "parallel"]
-JOB_SCENARIOS = ["jobs-400", "jobs-20k", "jobs-dying"]
+JOB_SCENARIOS = ["jobs-400", "jobs-20k", "jobs-dying", "gpu-40", "kill-run"]
 SCENARIOS = ["standin-100", "standin-500", "standin-50k", "results-dir", "real-sshd",
              "auth", "persist", "api", "remote-kill"] + JOB_SCENARIOS
 #: Left out of a plain run (``--all`` adds them): more of standin-100 at larger scales.
@@ -1479,6 +1491,319 @@ def sc_jobs_dying(setup, args, nnodes, slots, njobs):
     return sc
 
 
+# -- job mode, issue 11: GPU slots, a run's kill ------------------------------------
+#: gpu-40: jobs, seconds each job sleeps, and the bars (wall, jobs at once).
+GPU_JOBS = 40
+GPU_SLEEP = 1
+GPU_WALL_BAR = 16.0
+GPU_CONCURRENCY_BAR = 3
+#: The stand-in GPU taken by a foreign process (node, index, uuid, pid).
+GPU_BUSY = ("gpu2", 1, "GPU-busy", 999999)
+#: kill-run: hosts, and the bar (seconds from ``classh --kill`` to no process of the run).
+KILL_RUN_HOSTS = 20
+KILL_RUN_BAR = 3.0
+NO_GPU_PEER = ("no peer has GPU slots: GNU parallel does no nvidia-smi probing, the task "
+               "deliverer seed parsed nvidia-smi's ASCII table")
+NO_KILL_PEER = ("no peer has a run-tagged kill: pssh/clush would need pkill -f by pattern, "
+                "which also hits other runs' processes")
+
+
+def max_concurrent(spans):
+    """The most (started, stopped) spans open at one time (a stop before a start at the
+    same instant: a slot handed on is not two jobs at once)."""
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans],
+                    key=lambda e: (e[0], e[1]))
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def check_gpu_results(row, m, results, njobs):
+    """gpu-40's row from classh's results directory: jobs ok (exit 0, once), the most
+    running at once, jobs on the busy GPU, .out files that do not hold their GPU index."""
+    records = []
+    try:
+        with open(os.path.join(results, "summary.jsonl")) as fh:
+            records = [json.loads(line) for line in fh if line.strip()]
+    except (OSError, ValueError) as e:
+        row["note"] = "no summary.jsonl: %s" % e
+    done = [r for r in records if r.get("exitcode") == 0 and isinstance(r.get("job"), int)]
+    row["ok"] = len({r["job"] for r in done})
+    row["max_concurrent"] = max_concurrent([(r["started"], r["stopped"]) for r in records])
+    busy_node, busy_index = GPU_BUSY[0], GPU_BUSY[1]
+    row["on_busy"] = sum(1 for r in records if (r.get("node"), r.get("gpu")) == (busy_node, busy_index))
+    row["no_gpu"] = sum(1 for r in records if r.get("gpu") is None)
+    row["gpus_used"] = sorted("%s:gpu%s" % (r.get("node"), r.get("gpu"))
+                              for r in {(r.get("node"), r.get("gpu")): r for r in done}.values())
+    row["out_mismatch"] = sum(1 for r in done if _read(os.path.join(
+        results, "job-%d.out" % r["job"])) != "%s\n" % r.get("gpu"))
+    good = (m["rc"] == 0 and not m["timed_out"] and row["ok"] == njobs == len(records)
+            and not row["on_busy"] and not row["no_gpu"] and not row["out_mismatch"])
+    row["status"] = "ok" if good else ("TIMEOUT" if m["timed_out"] else "FAILED")
+    if not good and not row.get("note"):
+        row["note"] = "rc %s, %d/%d jobs ok, %d records, %d on the busy GPU, %d without a GPU, " \
+                      "%d .out not their GPU: %s" % (m["rc"], row["ok"], njobs, len(records),
+                                                     row["on_busy"], row["no_gpu"],
+                                                     row["out_mismatch"], _tail(m["stderr"]))
+
+
+def sc_gpu_40(setup, args, njobs=GPU_JOBS):
+    """classh --gpus: one-second jobs over 2 nodes x 2 stand-in GPUs, one GPU busy."""
+    from gpufleet import GpuFleet, gpu
+    name = "gpu-40"
+    busy_node, busy_index, busy_uuid, busy_pid = GPU_BUSY
+    sc = {"name": name, "hosts": 2, "jobs": njobs, "rows": [],
+          "title": "real loopback sshd, %d jobs (sleep %d) over 2 nodes x 2 stand-in GPUs, "
+                   "%s:gpu%d busy: classh --gpus" % (njobs, GPU_SLEEP, busy_node, busy_index)}
+    log("bench: %s" % sc["title"])
+    jf = _write_lines(os.path.join(setup.tmp, name + "-jobs"),
+                      ["sleep %d; echo $CUDA_VISIBLE_DEVICES" % GPU_SLEEP] * njobs)
+    fleet = GpuFleet(tempfile.mkdtemp(prefix="classh-bench-gpus-"), hosts=2)
+    try:
+        fleet.start()
+        fleet.set_gpus("gpu1", [gpu(0), gpu(1)])
+        fleet.set_gpus(busy_node, [gpu(0), gpu(busy_index, uuid=busy_uuid)],
+                       apps=[{"gpu_uuid": busy_uuid, "pid": busy_pid, "used_memory": 700}])
+        results = os.path.join(setup.tmp, name + "-results")
+        argv = [setup.python, CLASSH, "--node", "gpu[1-2]", "--gpus", "-o", results,
+                "--job-file", jf, "--ssh", fleet.ssh_command]
+        row = {"tool": "classh --gpus", "jobs": njobs,
+               "argv": " ".join(shlex.quote(a) for a in argv), "loadavg_before": _loadavg()}
+        log("  %-16s running: %s" % (row["tool"], row["argv"]))
+        m = measure(argv, setup.env(False), setup.tmp, name + "-classh", args.timeout)
+        row.update(m)
+        if m.get("status") != "ERROR":
+            check_gpu_results(row, m, results, njobs)
+            row["slots_lines"] = [l for l in _read(m["stderr"]).splitlines() if "GPU slots" in l]
+        log("  %-16s %s wall %.2f s, at most %s at once, %s on the busy GPU, GPUs used: %s%s" % (
+            row["tool"], row.get("status"), m.get("wall") or 0, row.get("max_concurrent"),
+            row.get("on_busy"), ", ".join(row.get("gpus_used", [])),
+            "  (%s)" % row["note"] if row.get("note") else ""))
+        sc["rows"].append(row)
+    finally:
+        _drop_fleet(fleet)
+    sc["rows"].append(gpu_floor_row(setup, args, jf, njobs))
+    sc["table"] = gpu_table(sc)
+    return sc
+
+
+def gpu_floor_row(setup, args, jobfile, njobs):
+    """GNU parallel -j 3, local, the same jobs: no GPU probing, a floor for the wall time."""
+    label = "parallel -j %d (local)" % GPU_CONCURRENCY_BAR
+    par = setup.paths.get("parallel")
+    if not par:
+        return {"tool": label, "jobs": njobs, "status": "SKIPPED",
+                "note": setup.peer_notes.get("parallel", "not installed")}
+    argv = [par, "--will-cite", "-j", str(GPU_CONCURRENCY_BAR)]
+    row = run_job_tool(setup, label, argv, setup.env(False), njobs, args.timeout,
+                       "gpu-40-parallel", stdin_path=jobfile, check=_check_exit_0)
+    row["note"] = "a floor: 3 at once locally, no ssh, no GPU slots (%s)" % NO_GPU_PEER
+    return row
+
+
+def _check_exit_0(row, m, njobs):
+    """A local floor run is ok when it exits 0 in time (its jobs print nothing to count)."""
+    row["ok"] = njobs if m["rc"] == 0 and not m["timed_out"] else None
+    row["status"] = "ok" if row["ok"] == njobs else ("TIMEOUT" if m["timed_out"] else "FAILED")
+
+
+def gpu_table(sc):
+    """(head, rows) of gpu-40."""
+    head = ["tool", "wall s", "CPU s", "jobs ok", "max at once", "on busy GPU", "GPUs used",
+            "status"]
+    rows = []
+    for r in sc["rows"]:
+        status = r.get("status", "") + (" (%s)" % r["note"] if r.get("note") else "")
+        rows.append([r["tool"], _fmt(r.get("wall"), "%.2f"), _fmt(r.get("cpu"), "%.2f"),
+                     "%s/%d" % ("-" if r.get("ok") is None else r["ok"], r["jobs"]),
+                     _fmt(r.get("max_concurrent"), "%d"), _fmt(r.get("on_busy"), "%d"),
+                     " ".join(r.get("gpus_used", [])) or "-", status])
+    return head, rows
+
+
+def _start_bg(argv, env, workdir, name):
+    """A classh started in the background, its own session, stdout/stderr to files."""
+    out = open(os.path.join(workdir, name + ".out"), "wb")
+    err_path = os.path.join(workdir, name + ".err")
+    err = open(err_path, "wb")
+    try:
+        proc = subprocess.Popen(argv, env=env, cwd=workdir, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err, start_new_session=True)
+    finally:
+        out.close()
+        err.close()
+    proc.err_path = err_path
+    return proc
+
+
+def _run_id(proc, timeout=30):
+    """The run id of a background classh: its first stderr line ``classh: run ID``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        first = _read(proc.err_path).partition("\n")
+        if first[1]:
+            return first[0].split()[-1] if first[0].startswith("classh: run ") else None
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.05)
+    return None
+
+
+def _wait_until(predicate, timeout, step=0.02):
+    """Poll predicate until true or timeout s; (its last value, seconds waited)."""
+    began = time.monotonic()
+    while True:
+        value = predicate()
+        if value or time.monotonic() - began >= timeout:
+            return value, time.monotonic() - began
+        time.sleep(step)
+
+
+def _end_run(proc, sig=signal.SIGTERM, grace=10):
+    """End a background classh by pid (sig, then SIGKILL to its group); its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    _kill_pids(_group_members(proc.pid), signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
+    return proc.wait()
+
+
+def sc_kill_run(setup, args, nhosts=KILL_RUN_HOSTS):
+    """classh --kill RUN-ID over 20 hosts running that run's jobs and another run's."""
+    name = "kill-run"
+    sc = {"name": name, "hosts": nhosts, "rows": [],
+          "title": "real loopback sshd, %d hosts running two classh job runs: classh --kill "
+                   "RUN_A" % nhosts}
+    log("bench: %s" % sc["title"])
+    marks = {run: "400.%d%d" % (os.getpid() % 100000, i) for i, run in enumerate("AB", 1)}
+    fleet = _bench_fleet(nhosts)
+    procs = {}
+    row = {"tool": "classh --kill", "hosts": nhosts, "expected": nhosts}
+    try:
+        ssh_cmd = "ssh -F %s" % shlex.quote(fleet.ssh_config)
+        nodes = "%s[1-%d]" % (fleet.prefix, nhosts)
+        for run, mark in marks.items():
+            argv = [setup.python, CLASSH, "-q", "--node", nodes, "--ssh", ssh_cmd] + \
+                ["--job", "sleep " + mark] * nhosts
+            procs[run] = _start_bg(argv, setup.env(False), setup.tmp, "%s-run%s" % (name, run))
+        run_a = _run_id(procs["A"])
+        all_up, row["start_s"] = _wait_until(
+            lambda: all(len(marked_pids(m)) == nhosts for m in marks.values()), 90, 0.05)
+        row["run_a"] = run_a
+        if not run_a or not all_up:
+            row["status"] = "FAILED"
+            row["note"] = "run A id %s; running: A %d, B %d of %d" % (
+                run_a, len(marked_pids(marks["A"])), len(marked_pids(marks["B"])), nhosts)
+        else:
+            kill_and_watch(setup, row, [setup.python, CLASSH, "--ssh", ssh_cmd, "--kill", run_a,
+                                        nodes], marks, nhosts)
+        row["a_exit"] = procs["A"].poll()  # its jobs killed: it should have ended
+        row["b_exit"] = _end_run(procs["B"])
+        row["a_exit"] = _end_run(procs["A"]) if row["a_exit"] is None else row["a_exit"]
+        left, row["b_gone_s"] = _wait_until(lambda: not mark_procs(*marks.values()), 10, 0.05)
+        row["left"] = len(mark_procs(*marks.values()))
+    finally:
+        for proc in procs.values():
+            _end_run(proc, signal.SIGKILL, 1)
+        _kill_pids(mark_procs(*marks.values()), signal.SIGKILL)  # whatever is left, by pid
+        _drop_fleet(fleet)
+    if row.get("status") != "FAILED" and row.get("left"):
+        row["status"], row["note"] = "FAILED", "%d processes of the runs left 10 s after run " \
+                                               "B's SIGTERM" % row["left"]
+    sc["rows"].append(row)
+    sc["rows"].append({"tool": "pssh / clush", "hosts": nhosts, "status": "n/a",
+                       "note": NO_KILL_PEER})
+    sc["table"] = kill_run_table(sc)
+    return sc
+
+
+def kill_and_watch(setup, row, argv, marks, nhosts):
+    """Run ``classh --kill`` (argv); fill row: seconds until no process of run A is left,
+    whether any came back, run B's processes alive (the same pids), the kill's output."""
+    before_b = sorted(marked_pids(marks["B"]))
+    log("  %-16s running: %s" % (row["tool"], " ".join(shlex.quote(a) for a in argv)))
+    began = time.monotonic()
+    kill = _start_bg(argv, setup.env(False), setup.tmp, "kill-run-kill")
+    gone, row["kill_s"] = _wait_until(lambda: not marked_pids(marks["A"]), 15)
+    try:
+        row["rc"] = kill.wait(60)
+    except subprocess.TimeoutExpired:
+        row["rc"] = _end_run(kill, signal.SIGKILL, 1)
+    row["wall"] = time.monotonic() - began
+    time.sleep(1.0)  # none of run A may come back (a retry would start it again)
+    row["a_back"] = len(marked_pids(marks["A"]))
+    after_b = sorted(marked_pids(marks["B"]))
+    row["b_alive"] = len(set(after_b) & set(before_b))
+    row["kill_output"] = kill_output_summary(_read(os.path.join(setup.tmp, "kill-run-kill.out")))
+    good = (gone and row["rc"] == 0 and not row["a_back"] and row["b_alive"] == nhosts
+            and after_b == before_b)
+    row["status"] = "ok" if good else "FAILED"
+    if not good:
+        row["note"] = "rc %s, A gone %s, %d came back, B alive %d/%d: %s" % (
+            row["rc"], bool(gone), row["a_back"], row["b_alive"], nhosts,
+            _tail(os.path.join(setup.tmp, "kill-run-kill.err")))
+    log("  %-16s %s: run A gone in %.2f s, %d came back, run B alive %d/%d; kill rc %s in %.2f "
+        "s: %s" % (row["tool"], row["status"], row["kill_s"], row["a_back"], row["b_alive"],
+                   nhosts, row["rc"], row["wall"], row["kill_output"]))
+
+
+KILL_LINE = re.compile(r"^(\S+): (\d+) process(?:es)?$")
+
+
+def kill_output_summary(out):
+    """``host: N processes`` lines in short: hosts, N's range and sum. Every node of the
+    loopback fleet is this one machine, so each host's kill also finds (and races for)
+    the other nodes' jobs: the per-host counts overlap."""
+    found = [int(m.group(2)) for m in map(KILL_LINE.match, out.splitlines()) if m]
+    if not found:
+        return "no 'host: N processes' line"
+    return "%d hosts answered 'host: N processes', N %d-%d (%d in all; every node is this " \
+           "machine, so each host's kill sees all nodes' jobs)" % (
+               len(found), min(found), max(found), sum(found))
+
+
+def mark_procs(*marks):
+    """Live pids whose command line holds one of ``marks`` anywhere (a job's sleep, its
+    shells and watchdog on the target, classh and its ssh children here)."""
+    wanted = [m.encode() for m in marks]
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                with open("/proc/%s/cmdline" % name, "rb") as fh:
+                    cmdline = fh.read()
+                if not any(w in cmdline for w in wanted):
+                    continue
+                with open("/proc/%s/stat" % name, "rb") as fh:
+                    if fh.read().rpartition(b")")[2].split()[0] != b"Z":
+                        found.append(int(name))
+            except (OSError, IndexError):
+                pass
+    return found
+
+
+def kill_run_table(sc):
+    """(head, rows) of kill-run."""
+    head = ["tool", "run A gone s", "kill wall s", "run B alive", "rc A / B", "left at end",
+            "kill output", "status"]
+    rows = []
+    for r in sc["rows"]:
+        status = r.get("status", "") + (" (%s)" % r["note"] if r.get("note") else "")
+        rows.append([r["tool"], _fmt(r.get("kill_s"), "%.2f"), _fmt(r.get("wall"), "%.2f"),
+                     "%d/%d" % (r["b_alive"], r["hosts"]) if "b_alive" in r else "-",
+                     "%s / %s" % (r["a_exit"], r["b_exit"]) if "b_exit" in r else "-",
+                     _fmt(r.get("left"), "%d"),
+                     r.get("kill_output") or "-", status])
+    return head, rows
+
+
 # -- bars --------------------------------------------------------------------------
 
 def _row(sc, tool):
@@ -1536,6 +1861,41 @@ def job_bars(scs, bar):
                 c.get("lost_exit", "?"),
                 c.get("done_before", "?"), c.get("running_at_stop", "?"),
                 ", ".join(c.get("dropped", [])) or "none"))
+
+
+def gpu_kill_bars(scs, bar):
+    """The bars of issue 11: GPU slots (gpu-40) and a run's kill (kill-run)."""
+    s = scs.get("gpu-40")
+    if s:
+        c = _row(s, "classh --gpus") or {}
+        label = "%d one-second jobs, 2 nodes x 2 stand-in GPUs, one busy: " % s["jobs"]
+        ran = c.get("status") == "ok"
+        why = "classh %s%s" % (c.get("status", "not run"), ": " + c["note"] if c.get("note") else "")
+        wall = c.get("wall")
+        bar(label + "total <= %.0f s" % GPU_WALL_BAR,
+            "PASS" if ran and wall <= GPU_WALL_BAR else "FAIL",
+            "%.2f s (%s/%d jobs ok)" % (wall, c.get("ok"), s["jobs"]) if ran else why)
+        most = c.get("max_concurrent")
+        bar(label + "at most %d at once" % GPU_CONCURRENCY_BAR,
+            "PASS" if ran and most is not None and most <= GPU_CONCURRENCY_BAR else "FAIL",
+            "at most %s running at once (summary.jsonl started/stopped)" % most)
+        bar(label + "every job on a free GPU, none on the busy one",
+            "PASS" if ran and c.get("on_busy") == 0 else "FAIL",
+            "%s on %s:gpu%d, %s without a GPU, %s .out not their GPU index; used: %s" % (
+                c.get("on_busy"), GPU_BUSY[0], GPU_BUSY[1], c.get("no_gpu"),
+                c.get("out_mismatch"), ", ".join(c.get("gpus_used", [])) or "-"))
+    s = scs.get("kill-run")
+    if s:
+        c = _row(s, "classh --kill") or {}
+        label = "classh --kill RUN-ID over %d hosts, two runs: " % s["hosts"]
+        gone = c.get("kill_s")
+        bar(label + "that run's processes gone within %.0f s" % KILL_RUN_BAR,
+            "PASS" if c.get("status") == "ok" and gone <= KILL_RUN_BAR else "FAIL",
+            "%s s, %s came back; kill: %s" % (_fmt(gone, "%.2f"), c.get("a_back", "?"),
+                                               c.get("kill_output") or c.get("note", "-")))
+        bar(label + "the other run's processes all alive",
+            "PASS" if c.get("b_alive") == s["hosts"] else "FAIL",
+            "%s/%d alive (the same pids)" % (c.get("b_alive", "?"), s["hosts"]))
 
 
 def bars(scs, sizes):
@@ -1645,6 +2005,7 @@ def bars(scs, sizes):
             "PASS" if ok else "FAIL",
             "rc %s in %.2f s" % (wrong.get("rc"), wrong.get("wall") or 0))
     job_bars(scs, bar)
+    gpu_kill_bars(scs, bar)
     return out
 
 
@@ -1704,7 +2065,11 @@ LEGEND = ("wall: elapsed seconds (\">\": a peer stopped once it had run --cap "
 
 
 JOB_LEGEND = ("Job scenarios: jobs ok = jobs whose `job N` line was printed exactly once "
-              "(jobs-20k: JSON records with exit 0, once each); x classh = wall / classh's "
+              "(jobs-20k: JSON records with exit 0, once each; gpu-40: summary.jsonl records "
+              "with exit 0, each job's .out its GPU index; max at once: the most "
+              "started-stopped spans open together); kill-run: run A gone = from starting "
+              "classh --kill to no `sleep MARK_A` left, rc A / B = the runs' exit statuses, "
+              "left at end = processes holding either mark 10 s after run B's SIGTERM; x classh = wall / classh's "
               "wall; clstr runs on a pseudo-terminal (it writes to /dev/tty), with a `ping` "
               "that always answers and an `ssh` adding -F CONFIG first on its PATH; own CPU = "
               "classh's RUSAGE_SELF at exit (it runs inside a small Python wrapper, "
@@ -1850,6 +2215,10 @@ def main(argv=None):
                 scs[name] = sc_jobs_20k(setup, args, *JOB_SIZES[args.quick][name])
             elif name == "jobs-dying":
                 scs[name] = sc_jobs_dying(setup, args, *JOB_SIZES[args.quick][name])
+            elif name == "gpu-40":
+                scs[name] = sc_gpu_40(setup, args)
+            elif name == "kill-run":
+                scs[name] = sc_kill_run(setup, args)
     except KeyboardInterrupt:
         log("bench: interrupted; writing what was measured")
     finally:
