@@ -38,9 +38,10 @@ host's output, errors and exit status.
 
 Usage:
   classh [options] [-x PATTERN]... [-O OPTION]... [-S DEST]... [-E DEST]...
-         [--job CMD]... [--job-file FILE]...
+         [--job CMD]... [--job-file FILE]... [--input FILE]...
          [--] (-i | --close | --list | --fold | --copy=SRC... --dest=PATH
-               | --slurp=REMOTE --dest=PATH | (--node=HOST | --node-file=FILE)...
+               | --slurp=REMOTE --dest=PATH
+               | (--node=HOST | --node-file=FILE | --machines=FILE)...
                | --kill=ID [(--node=HOST | --node-file=FILE)...]
                | COMMAND) [--] [TARGET...]
   classh -h | --help
@@ -95,6 +96,14 @@ Job mode (chosen by --node or --node-file; it takes no COMMAND, no TARGET):
                                  (repeatable).
   --on-each-node CMD             A job running CMD once on every distinct
                                  node, whatever its slots.
+  --input FILE                   Blocks: the stdin of --task runs. One FILE
+                                 ('-': stdin, read as it arrives) is cut into
+                                 blocks of --blocksize lines; several FILEs
+                                 (repeat --input) are one block each.
+  --task CMD                     The command each block is fed to.
+  --blocksize N                  Lines per block (default 1).
+  --task-success-code N          The exit status that means success
+                                 (default 0).
   --retries N                    Attempts per job (default 3).
   --fail-node-on-error           A job exiting non-zero also drops its node.
   --max-node-uses N              Run at most N jobs on one node.
@@ -489,7 +498,8 @@ def routing_for(args: dict, options: Options, source: TargetSource, out: SafeStr
 _RUN_OUTPUTS = ("--results", "--json", "--format", "--quiet", "--progress", "--status",
                 "--resume", "--overwrite", "--success", "--failure")
 #: Options only job mode uses.
-_JOB_ONLY = ("--job", "--job-file", "--on-each-node", "--retries", "--fail-node-on-error",
+_JOB_ONLY = ("--job", "--job-file", "--on-each-node", "--input", "--task", "--blocksize",
+             "--task-success-code", "--retries", "--fail-node-on-error",
              "--max-node-uses", "--max-nodes", "--no-reuse", "--keep-order", "--joblog",
              "--active-nodes", "--gpus", "--gpu-mem", "--jobs-per-gpu", "--share-gpus")
 #: Options that only mean something with --gpus.
@@ -635,6 +645,7 @@ def check_job_args(args: dict) -> None:
         raise UsageError("job mode (--node, --node-file) takes no COMMAND or TARGET: %s "
                          "(give jobs with --job, --job-file or --on-each-node)"
                          % " ".join(shlex.quote(word) for word in words))
+    check_block_args(args)
     gpu_only = [name for name in _GPU_ONLY if args[name] not in (None, False)]
     if gpu_only and not args["--gpus"]:
         raise UsageError("%s only go%s with --gpus" % (", ".join(gpu_only),
@@ -644,6 +655,27 @@ def check_job_args(args: dict) -> None:
         raise UsageError("job mode has no --format %r (choose from %s; the default writes "
                          "each job's output whole)" % (fmt, ", ".join(JOB_FORMATS)))
     job_options(args)
+
+
+def check_block_args(args: dict) -> None:
+    """Blocks (--input) run --task and nothing else; --task and --blocksize need --input."""
+    if args["--input"]:
+        if args["--task"] is None:
+            raise UsageError("--input needs --task CMD (the command each block is fed to)")
+        others = [name for name in ("--job", "--job-file", "--on-each-node") if args[name]]
+        if others:
+            raise UsageError("--input (blocks) cannot be used with %s: a run is blocks or jobs"
+                             % ", ".join(others))
+    else:
+        given = [name for name in ("--task", "--blocksize") if args[name] is not None]
+        if given:
+            raise UsageError("%s go%s with --input FILE" % (" and ".join(given),
+                                                            "" if len(given) > 1 else "es"))
+    if args["--blocksize"] is not None:
+        positive_int("--blocksize", args["--blocksize"])
+    code = args["--task-success-code"]
+    if code is not None and code != "0":
+        positive_int("--task-success-code", code, 255)
 
 
 def job_options(args: dict, **generated):
@@ -661,7 +693,8 @@ def job_options(args: dict, **generated):
         max_node_uses=number("--max-node-uses"), max_nodes=number("--max-nodes"),
         max_running=number("--numjobs"), reuse=not args["--no-reuse"], job_control=True,
         gpus=args["--gpus"], gpu_mem=args["--gpu-mem"] or 0, share_gpus=args["--share-gpus"],
-        jobs_per_gpu=number("--jobs-per-gpu") or 1, **generated)
+        jobs_per_gpu=number("--jobs-per-gpu") or 1,
+        success_code=int(args["--task-success-code"] or 0), **generated)
 
 
 def job_run_options(args: dict, environ, options: Options) -> Options:
@@ -684,14 +717,16 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
     nodes = parse_nodes(args["--node"], args["--node-file"], expand=options.expand,
                         max_hosts=options.max_hosts)
     commands, streams = read_jobs(args["--job"], args["--job-file"])
-    if not (commands or streams or args["--on-each-node"]):
+    blocks = block_input(args)
+    if not (commands or streams or args["--on-each-node"] or blocks):
         raise UsageError("no job given%s" % (
             " (the job files %s hold none)" % ", ".join(map(repr, args["--job-file"]))
             if args["--job-file"] else " (use --job, --job-file or --on-each-node)"))
     settings = job_options(args)
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
     source = JobSource(nodes, commands, options, settings, streams,
-                       on_each_node=args["--on-each-node"], notify=_notifier(err))
+                       on_each_node=args["--on-each-node"], notify=_notifier(err),
+                       blocks=blocks, task=args["--task"])
     sinks = assemble(options, resume=args["--resume"], overwrite=args["--overwrite"],
                      json_path=args["--json"],
                      views=lambda skip: job_files(args, source) + job_views(args, out, err, source))
@@ -707,13 +742,23 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
     return report_jobs(summary, source, len(source.skipped_ids), err)
 
 
+def block_input(args: dict):
+    """The blocks of --input (None without it); a bad path is a one-line error, exit 2."""
+    if not args["--input"]:
+        return None
+    from .blocks import BlockInput
+
+    size = positive_int("--blocksize", args["--blocksize"]) if args["--blocksize"] else 1
+    return BlockInput(args["--input"], size=size)
+
+
 def show_plan(err: SafeStream, source, run_id: str, done_before: Optional[int],
               results: Optional[str], followed: bool) -> None:
     """The plan of a job run on stderr, before it starts (``-q`` keeps it: see job_plan)."""
     states = source.node_states()
-    for line in job_plan(run_id, len(source.jobs), bool(source.streams), len(states),
+    for line in job_plan(run_id, len(source.jobs), source.pending() is None, len(states),
                          sum(state[2] for state in states), done_before, results, followed,
-                         source.job_options.gpu_rule):
+                         source.job_options.gpu_rule, source.blocks):
         _say(err, line)
 
 
@@ -749,6 +794,7 @@ def job_views(args: dict, out: SafeStream, err: SafeStream, source) -> list:
         observers.append(ProgressDisplay(err))
     if shows_per_host(args):
         observers.append(JobOutput(out, err, args["--format"], keep_order=args["--keep-order"],
+                                   exact=bool(args["--input"]),
                                    skipped=lambda job: job in source.skipped_ids
                                    or job in source.undone_ids))
     return observers
@@ -764,7 +810,8 @@ def report_jobs(summary: RunSummary, source, skipped: int, err: SafeStream) -> i
     counts = source.counts
     if (summary.interrupted_by is None and not summary.tally.total and not skipped
             and not summary.undone and not summary.input_errors and not summary.fatal):
-        _say(err, "no job to run (the job files brought none)")
+        _say(err, "no job to run (%s)" % ("the input holds no block" if getattr(
+            source, "blocks", None) is not None else "the job files brought none"))
         return EXIT_USAGE
     _say(err, job_summary_line(summary.tally, summary.elapsed, summary.interrupted_by is not None,
                                retried=counts.get("retried", 0), dropped=counts.get("dropped", 0),

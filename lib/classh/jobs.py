@@ -44,7 +44,9 @@ from .hostmode import ssh_reads_no_stdin
 from .options import Options, OptionError, positive_int, seconds
 from .prompts import HostAuth
 from .remote import remote_command
-from .results import Record, SSH_ERROR, OK, last_line
+from .results import KILLED, OK, Record, SSH_ERROR, TIMEOUT, last_line
+from .blocks import BlockInput
+from .kill import kill_command
 from .run import Run, assemble
 from .spawn import SpawnError, raise_fd_limit, spawn
 from .ssh import SshCommand
@@ -90,6 +92,9 @@ class Job:
     command: str
     pin: Optional[str] = None  # --on-each-node: the label of the node it must run on
     attempts: int = 0          # attempts started so far
+    data: Optional[bytes] = None  # a block's bytes: the stdin of each attempt
+    identity: Optional[str] = None  # a block's identity (block-N:HASH); a job's is its text
+    stalled: bool = False      # killed by the stall watch: it runs again elsewhere
 
 
 @dataclass
@@ -123,6 +128,8 @@ class JobOptions:
     jobs_per_gpu: int = 1
     share_gpus: bool = False
     gpu_check: float = 30.0
+    #: The exit status that means success (``--task-success-code``).
+    success_code: int = 0
 
     def __post_init__(self):
         self.retries = positive_int("retries", self.retries)
@@ -137,6 +144,9 @@ class JobOptions:
         else:
             self.gpu_mem = positive_int("gpu-mem", self.gpu_mem, MAX_GPU_MIB)
         self.jobs_per_gpu = positive_int("jobs-per-gpu", self.jobs_per_gpu, MAX_SLOTS)
+        if self.success_code not in (0, "0"):
+            self.success_code = positive_int("task-success-code", self.success_code, 255)
+        self.success_code = int(self.success_code)
         self.gpu_check = seconds("gpu-check", self.gpu_check)
         if not self.gpu_check:
             raise OptionError("gpu-check must be more than 0 seconds, not %r" % (self.gpu_check,))
@@ -375,7 +385,8 @@ class JobSource(TaskSource):
 
     def __init__(self, nodes: List[NodeSpec], commands: List[str], options: Options,
                  job_options: Optional[JobOptions] = None, streams: Optional[Dict[int, str]] = None,
-                 on_each_node: Optional[str] = None, notify: Callable[[str], None] = lambda line: None):
+                 on_each_node: Optional[str] = None, notify: Callable[[str], None] = lambda line: None,
+                 blocks: Optional[BlockInput] = None, task: Optional[str] = None):
         self.options = options
         self.job_options = job_options = job_options or JobOptions()
         self.notify = notify
@@ -413,6 +424,15 @@ class JobSource(TaskSource):
         self.paused = self.draining = False
         self._on_each_node = on_each_node
         self._follow: Optional[_NodeFiles] = None  # the node files re-read when they change
+        #: --input: blocks taken one at a time as slots free up, each the stdin of ``task``
+        self.blocks, self._task = blocks, task
+        if blocks is not None:
+            if task is None or commands or on_each_node is not None or streams:
+                raise JobError("blocks (--input) run --task, and no other job")
+            check_command(task)
+            blocks.errors = self.errors  # a read error of the input is an input error of the run
+        #: nodes where a job with input was killed: its processes are ended by tag at close()
+        self._kill_at_close: Set[str] = set()
         for node in self._nodes:
             self._plan_links(node)
         for command in commands:
@@ -504,15 +524,33 @@ class JobSource(TaskSource):
             self._admit(node)  # --max-nodes never keeps a pinned job from its node
 
     def _give_up(self, job: Job) -> None:
-        self.undone.append("job-%d: %s" % (job.id, job.command))
+        self.undone.append("job-%d: %s" % (job.id, job.identity or job.command))
         self.undone_ids.add(job.id)
+        job.data = None
+
+    def _take_block(self) -> None:
+        """The next block of the input into the queue (blocks done before are skipped)."""
+        while True:
+            block = self.blocks.take()
+            if block is None:
+                return
+            identity = block.identity()
+            if identity in self._skip:
+                self.skipped_ids.add(block.index)
+                continue
+            job = Job(block.index, self._task, data=block.data, identity=identity)
+            self.jobs[job.id] = job
+            self._enqueue(job)
+            return
 
     # -- TaskSource ----------------------------------------------------------
     def attach(self, loop, supervisor) -> None:
-        """Start reading the streamed job files."""
+        """Start reading the streamed job files and the blocks' input."""
         self._loop, self._supervisor = loop, supervisor
         self.streams.on_batch = self._lines_read
         self.streams.attach(loop)
+        if self.blocks is not None:
+            self.blocks.attach(loop, self._lines_read)
         if self._follow is not None:
             self._follow.timer = loop.call_later(self._follow.interval, self._check_node_files)
 
@@ -525,6 +563,8 @@ class JobSource(TaskSource):
         limit = self.job_options.max_running
         if limit is not None and self._running >= limit:
             return None
+        if not self._queue and self.blocks is not None and self._free:
+            self._take_block()
         if self._queue:
             while self._free:
                 link = self._free.popleft()
@@ -577,16 +617,18 @@ class JobSource(TaskSource):
         self._active[job.id] = (link, job, gpu)
         if self.job_options.max_node_uses and node.started >= self.job_options.max_node_uses:
             self._retire(node)
+        watch_stdin = self._watch_stdin and job.data is None
         return Task(key="job-%d" % job.id,
-                    argv=self._ssh.argv(node.target, self._remote(job, gpu),
+                    argv=self._ssh.argv(node.target, self._remote(job, watch_stdin, gpu),
                                         self._control_options(link, False)),
-                    timeout=self.options.timeout, env=self._env, context=(job, node.label),
-                    attempt=job.attempts, auth=self._auth(), hold_stdin=self._watch_stdin)
+                    input=job.data, timeout=self.options.timeout, env=self._env,
+                    context=(job, node.label), attempt=job.attempts, auth=self._auth(),
+                    hold_stdin=watch_stdin)
 
-    def _remote(self, job: Job, gpu: Optional[_Gpu] = None) -> str:
+    def _remote(self, job: Job, watch_stdin: bool, gpu: Optional[_Gpu] = None) -> str:
         if self.options.raw:
             return job.command
-        return remote_command(job.command, self._watch_stdin,
+        return remote_command(job.command, watch_stdin,
                               tag="%s.%d" % (self.job_options.run_id, job.id),
                               env=cuda_env(gpu.index) if gpu is not None else None)
 
@@ -595,18 +637,24 @@ class JobSource(TaskSource):
         return sum(node.slots + len(node.links) for node in self._nodes)
 
     def pending(self) -> Optional[int]:
-        """Probes and jobs still to hand out (None while job files may bring more)."""
-        if self.streams:
+        """Probes and jobs still to hand out (None while job files or input may bring more)."""
+        if self._more_coming():
             return None
         return len(self._probes) + len(self._queue) + self._pinned
 
     def exhausted(self) -> bool:
-        """True once no probe or job is left to hand out and no job file is open."""
-        return not (self._probes or self._queue or self._pinned or self.streams)
+        """True once no probe or job is left to hand out and no job file or input is open."""
+        return not (self._probes or self._queue or self._pinned or self._more_coming())
+
+    def _more_coming(self) -> bool:
+        """True while a job file or the blocks' input may bring more work."""
+        return bool(self.streams) or (self.blocks is not None and not self.blocks.done)
 
     def completed(self, task: Task, record: Record) -> bool:
         """Account for an ended probe or attempt; True when ``record`` is the job's final one."""
         if task.internal:
+            if task.context is None:
+                return False  # a kill by tag: nothing to learn from it
             if isinstance(task.context, _GpuCheck):
                 self._gpus_seen(task.context, record)
             else:
@@ -617,11 +665,30 @@ class JobSource(TaskSource):
         link, gpu = self._release(job, node)
         record.job, record.node, record.command, record.attempts = job.id, label, job.command, job.attempts
         record.gpu = gpu.index if gpu is not None else None
+        record.block = job.identity
+        record.success_code = self.job_options.success_code
+        if job.data is not None and record.status in (TIMEOUT, KILLED):
+            self._end_remote(job, link)
         final = self._judge(job, node, link, record)
-        if not final:
+        if final:
+            job.data = None
+        else:
             self.counts["retried"] += 1
         self._check_nodes_left()
         return final
+
+    def _end_remote(self, job: Job, link: _Link) -> None:
+        """A job with input was killed: its remote processes are ended by their tag (the
+        watchdog sees no end of its input through a shared connection)."""
+        if link.path is None:
+            return  # a login of its own: the watchdog sees sshd's session end
+        self._kill_at_close.add(link.node.label)
+        if not self._stopping():
+            self._probes.append(Task(
+                key="kill-%d" % job.id, internal=True, env=self._env, auth=self._auth(),
+                argv=self._ssh.argv(link.node.target, kill_command(
+                    "%s.%d" % (self.job_options.run_id, job.id)), self._control_options(link, False)),
+                timeout=(self.options.connect_timeout or 10.0) + PROBE_MARGIN, context=None))
 
     # -- probes ----------------------------------------------------------------
     def _probed(self, link: _Link, record: Record) -> None:
@@ -732,7 +799,7 @@ class JobSource(TaskSource):
                 self._free.extend([link] * max(0, link.usable - link.running))
 
     def _work_waiting(self) -> bool:
-        return bool(self._queue or self._pinned or self.streams)
+        return bool(self._queue or self._pinned or self._more_coming())
 
     def _check_gpus(self, node: _Node) -> bool:
         """Look at ``node``'s GPUs again, over a connection with room; False if none has."""
@@ -861,11 +928,22 @@ class JobSource(TaskSource):
 
     def _check_nodes_left(self) -> None:
         """With no node left, every job still waiting is undone."""
-        if self._alive or not self._queue:
+        blocks = self.blocks is not None and not self.blocks.done
+        if self._alive or not (self._queue or blocks):
             return
+        while blocks and self.blocks.held():
+            self._take_block()
         self.notify("no node left: %d jobs not run" % len(self._queue))
         while self._queue:
             self._give_up(self._queue.popleft())
+        self._stop_input()
+
+    def _stop_input(self) -> None:
+        """No block will run: stop reading the input (one line says where it stopped)."""
+        if self.blocks is None or self.blocks.ended:
+            return
+        self.blocks.close()
+        self.undone.append("the input past block %d (not read)" % max(self.jobs or [0]))
 
     # -- streamed job files ------------------------------------------------------
     def _add_line(self, line: str, where: str) -> None:
@@ -913,6 +991,7 @@ class JobSource(TaskSource):
         self.draining = True
         self._probes.clear()
         self.streams.close()
+        self._stop_input()
         if self._follow is not None:
             self._loop.cancel(self._follow.timer)
         waiting = list(self._queue) + [job for node in self._nodes for job in node.pinned]
@@ -1018,7 +1097,8 @@ class JobSource(TaskSource):
         if node.state not in (PROBING, READY):
             return
         self._follow.removed.add(node.label)
-        for task in [task for task in self._probes if task.context.node is node]:
+        for task in [task for task in self._probes
+                     if task.context is not None and task.context.node is node]:
             self._probes.remove(task)
             self._unplanned(task.context)
         self._leave(node, RETIRED)
@@ -1059,6 +1139,8 @@ class JobSource(TaskSource):
     def close(self) -> None:
         """Close open job files; end the private masters and remove their directory."""
         self.streams.close()
+        if self.blocks is not None:
+            self.blocks.close()
         if self._loop is not None:
             for timer in [self._follow.timer if self._follow else None] + [
                     node.check_timer for node in self._nodes]:
@@ -1067,7 +1149,10 @@ class JobSource(TaskSource):
         if self._control_dir is None:
             return
         links = [link for node in self._nodes for link in node.links if link.up]
-        _end_masters(self._ssh, links)
+        kill = kill_command(self.job_options.run_id)
+        _run_all([self._ssh.argv(link.node.target, kill, self._control_options(link, False))
+                  for link in links if link.index == 0 and link.node.label in self._kill_at_close])
+        _run_all([self._ssh.control_argv(link.node.target, "exit", link.path) for link in links])
         shutil.rmtree(self._control_dir, ignore_errors=True)
         self._control_dir = None
 
@@ -1149,11 +1234,10 @@ def _strip_mux_line(record: Record) -> None:
         record.stderr_size -= len(first) + 1
 
 
-def _end_masters(ssh: SshCommand, links: List[_Link]) -> None:
-    """``ssh -O exit`` to every master at once; wait (a bounded time) for them to answer."""
+def _run_all(argvs: List[List[str]]) -> None:
+    """Run every argv at once (ssh to masters); wait a bounded time for them to end."""
     children = []
-    for link in links:
-        argv = ssh.control_argv(link.node.target, "exit", link.path)
+    for argv in argvs:
         try:
             children.append(spawn(argv))
         except SpawnError:

@@ -53,7 +53,8 @@ class JobOutput(StreamObserver):
     ``err`` for a job that did not succeed. ``"lines"``: every line prefixed
     ``job-ID node: `` (stdout lines to ``out``, stderr lines to ``err``).
     ``"json"``: one JSON object per job on ``out`` (see ``record_to_dict``),
-    with the whole output.
+    with the whole output. ``exact`` (blocks): stdout as it was, even an
+    unterminated last line (so ``-k`` gives what one local run of the task would).
 
     Output is collected here as it arrives (so the records need carry none);
     a retried attempt's is dropped. With ``keep_order`` jobs are written in
@@ -63,8 +64,10 @@ class JobOutput(StreamObserver):
     """
 
     def __init__(self, out: SafeStream, err: SafeStream, fmt: Optional[str] = None,
-                 keep_order: bool = False, skipped: Callable[[int], bool] = lambda job: False):
+                 keep_order: bool = False, skipped: Callable[[int], bool] = lambda job: False,
+                 exact: bool = False):
         super().__init__(out, err)
+        self.exact = exact
         self.out, self.err = out, err
         self.fmt = fmt
         self.keep_order = keep_order
@@ -112,7 +115,7 @@ class JobOutput(StreamObserver):
             self.out.write(_indent(stdout, prefix))
             self.err.write(_indent(stderr, prefix) + self._failure_line(record))
             return
-        self.out.write(_whole_lines(stdout))
+        self.out.write(stdout if self.exact else _whole_lines(stdout))
         self.err.write(_whole_lines(stderr) + self._failure_line(record))
 
     @staticmethod
@@ -199,7 +202,7 @@ def _duration(seconds: float) -> str:
 
 def job_plan(run_id: str, jobs: int, streamed: bool, nodes: int, slots: int,
              done_before: Optional[int] = None, results: Optional[str] = None,
-             followed: bool = False, gpus=None) -> List[str]:
+             followed: bool = False, gpus=None, blocks=None) -> List[str]:
     """The plan of a job run, shown on stderr before it starts (3 lines, ``-q`` or not)::
 
         run 1a2b3c4d
@@ -209,10 +212,17 @@ def job_plan(run_id: str, jobs: int, streamed: bool, nodes: int, slots: int,
     ``streamed``: a job file is still open (more jobs may come); ``done_before``
     (``--resume``): the jobs skipped because they succeeded in ``results``;
     ``gpus`` (a :class:`~classh.gpus.GpuRule`): slots are GPUs, found when
-    each node is probed (one line per node follows then).
+    each node is probed (one line per node follows then); ``blocks`` (a
+    :class:`~classh.blocks.BlockInput`): the jobs are its blocks.
     """
     work = "jobs: %d to run" % jobs + (" + streamed" if streamed else "")
-    if done_before is not None:
+    if blocks is not None:
+        paths = blocks.paths
+        work = ("blocks: %d lines each from %s" % (blocks.size, paths[0]) if len(paths) == 1
+                else "blocks: %d files, one block each" % len(paths))
+    if done_before is not None and blocks is not None:
+        work += "; those done before in %s are skipped" % results
+    elif done_before is not None:
         work += "; %d done before in %s (skipped)" % (done_before, results)
     if gpus is None:
         pool = "nodes: %d with %d slot%s asked for" % (nodes, slots, "" if slots == 1 else "s")

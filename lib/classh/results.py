@@ -68,6 +68,10 @@ class Record:
     command: Optional[str] = None
     attempts: int = 1
     gpu: Optional[int] = None
+    #: Job mode's blocks (``--input``): the block's identity, ``block-N:HASH``.
+    block: Optional[str] = None
+    #: The exit status that means success (``--task-success-code``).
+    success_code: int = 0
 
     @property
     def status(self) -> str:
@@ -82,7 +86,7 @@ class Record:
             return KILLED
         if self.exitcode == SSH_ERROR_EXIT or self.exitcode is None:
             return SSH_ERROR
-        return OK if self.exitcode == 0 else FAILED
+        return OK if self.exitcode == self.success_code else FAILED
 
     @property
     def ok(self) -> bool:
@@ -233,6 +237,8 @@ def record_to_dict(record: Record, with_output: bool = True) -> dict:
         data.update(job=record.job, node=record.node, attempts=record.attempts)
         if record.gpu is not None:
             data["gpu"] = record.gpu
+        if record.block is not None:
+            data["block"] = record.block
         data.update(_command_to_dict(record.command))
     if with_output:
         for name, value in (("stdout", record.stdout), ("stderr", record.stderr)):
@@ -294,6 +300,7 @@ def record_from_dict(data: dict) -> Record:
         command=command_from_dict(data),
         attempts=int(data.get("attempts", 1)),
         gpu=data.get("gpu"),
+        block=data.get("block"),
     )
 
 
@@ -412,9 +419,10 @@ def _job_records(directory: str):
 
 
 def done_commands(directory: str) -> set:
-    """Job mode's ``--resume``: the commands whose last record in ``directory`` succeeded
-    (a job's identity is its text)."""
-    last = {command_from_dict(data): data.get("status") == OK for data in _job_records(directory)}
+    """Job mode's ``--resume``: the identities of the jobs whose last record in ``directory``
+    succeeded (a job's identity is its text; a block's, ``block-N:HASH``)."""
+    last = {data.get("block") or command_from_dict(data): data.get("status") == OK
+            for data in _job_records(directory)}
     return {command for command, ok in last.items() if ok and isinstance(command, str)}
 
 
