@@ -105,6 +105,12 @@ Job mode (chosen by --node or --node-file; it takes no COMMAND, no TARGET):
   --task-success-code N          The exit status that means success
                                  (default 0).
   --retries N                    Attempts per job (default 3).
+  --stall-factor F               A job running F times longer than the
+                                 moving average of completed ones is killed
+                                 and runs again on another node (default 5;
+                                 0: never).
+  --stall-min SECS               Never count a job as stalled before SECS
+                                 seconds (default 10).
   --fail-node-on-error           A job exiting non-zero also drops its node.
   --max-node-uses N              Run at most N jobs on one node.
   --max-nodes N                  Use at most N nodes.
@@ -499,7 +505,8 @@ _RUN_OUTPUTS = ("--results", "--json", "--format", "--quiet", "--progress", "--s
                 "--resume", "--overwrite", "--success", "--failure")
 #: Options only job mode uses.
 _JOB_ONLY = ("--job", "--job-file", "--on-each-node", "--input", "--task", "--blocksize",
-             "--task-success-code", "--retries", "--fail-node-on-error",
+             "--task-success-code", "--stall-factor", "--stall-min", "--retries",
+             "--fail-node-on-error",
              "--max-node-uses", "--max-nodes", "--no-reuse", "--keep-order", "--joblog",
              "--active-nodes", "--gpus", "--gpu-mem", "--jobs-per-gpu", "--share-gpus")
 #: Options that only mean something with --gpus.
@@ -694,7 +701,9 @@ def job_options(args: dict, **generated):
         max_running=number("--numjobs"), reuse=not args["--no-reuse"], job_control=True,
         gpus=args["--gpus"], gpu_mem=args["--gpu-mem"] or 0, share_gpus=args["--share-gpus"],
         jobs_per_gpu=number("--jobs-per-gpu") or 1,
-        success_code=int(args["--task-success-code"] or 0), **generated)
+        success_code=int(args["--task-success-code"] or 0),
+        stall_factor=5.0 if args["--stall-factor"] is None else args["--stall-factor"],
+        stall_min=10.0 if args["--stall-min"] is None else args["--stall-min"], **generated)
 
 
 def job_run_options(args: dict, environ, options: Options) -> Options:

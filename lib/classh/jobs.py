@@ -74,6 +74,11 @@ NODE_FILE_CHECK = 1.0
 GPU_QUERY_TIME = 30.0
 #: The most MiB ``--gpu-mem`` may ask for.
 MAX_GPU_MIB = 1 << 30
+#: Stall watch: completed jobs before the moving average is trusted, the weight of the
+#: newest duration in it (kssh's), and the stalls after which a node is dropped.
+STALL_SAMPLES = 3
+STALL_WEIGHT = 0.75
+STALLS_TO_DROP = 3
 
 PROBING, READY, DROPPED, RETIRED = "probing", "ready", "dropped", "retired"
 # What ssh's mux client says when the master's connection refuses one more session.
@@ -95,6 +100,7 @@ class Job:
     data: Optional[bytes] = None  # a block's bytes: the stdin of each attempt
     identity: Optional[str] = None  # a block's identity (block-N:HASH); a job's is its text
     stalled: bool = False      # killed by the stall watch: it runs again elsewhere
+    started: float = 0.0       # when its attempt started (monotonic)
 
 
 @dataclass
@@ -130,6 +136,11 @@ class JobOptions:
     gpu_check: float = 30.0
     #: The exit status that means success (``--task-success-code``).
     success_code: int = 0
+    #: A job running longer than ``stall_factor`` times the moving average of completed
+    #: durations (and ``stall_min`` s at least) is killed and runs again on another node;
+    #: None: no stall watch.
+    stall_factor: Optional[float] = 5.0
+    stall_min: float = 10.0
 
     def __post_init__(self):
         self.retries = positive_int("retries", self.retries)
@@ -148,6 +159,12 @@ class JobOptions:
             self.success_code = positive_int("task-success-code", self.success_code, 255)
         self.success_code = int(self.success_code)
         self.gpu_check = seconds("gpu-check", self.gpu_check)
+        try:
+            self.stall_factor = seconds("stall-factor", self.stall_factor)
+        except OptionError:
+            raise OptionError("stall-factor must be a number (0: no stall watch), not %r"
+                              % (self.stall_factor,)) from None
+        self.stall_min = seconds("stall-min", self.stall_min) or 0.0
         if not self.gpu_check:
             raise OptionError("gpu-check must be more than 0 seconds, not %r" % (self.gpu_check,))
 
@@ -324,7 +341,7 @@ class _Node:
 
     __slots__ = ("label", "target", "slots", "links", "state", "running", "started",
                  "admitted", "pinned", "probes_left", "number", "gpus", "checking", "checked",
-                 "check_timer")
+                 "check_timer", "stalls", "rest_timer")
 
     def __init__(self, spec: NodeSpec, number: int):
         self.label, self.target, self.slots = spec.target.label, spec.target, spec.slots
@@ -340,6 +357,8 @@ class _Node:
         self.checking = False  # a look at its GPUs is under way
         self.checked = 0.0     # when its GPUs were last looked at (monotonic)
         self.check_timer = None
+        self.stalls = 0          # its jobs killed by the stall watch
+        self.rest_timer = None   # set while it gets no new job after a stall
 
 
 class _GpuCheck:
@@ -349,6 +368,15 @@ class _GpuCheck:
 
     def __init__(self, link: _Link, first: bool):
         self.node, self.link, self.first = link.node, link, first
+
+
+class _Kill:
+    """A kill by tag of one job's processes on a node (its last attempt was killed)."""
+
+    __slots__ = ("node", "link", "job")
+
+    def __init__(self, link: _Link, job: Job):
+        self.node, self.link, self.job = link.node, link, job
 
 
 def _reached(record: Record) -> bool:
@@ -433,6 +461,12 @@ class JobSource(TaskSource):
             blocks.errors = self.errors  # a read error of the input is an input error of the run
         #: nodes where a job with input was killed: its processes are ended by tag at close()
         self._kill_at_close: Set[str] = set()
+        #: jobs whose last attempt is being killed by tag: id -> the job once it is to rerun
+        self._killing: Dict[int, Optional[Job]] = {}
+        #: the stall watch: moving average of completed durations, and how many there were
+        self._average = 0.0
+        self._samples = 0
+        self._stall_timer = None
         for node in self._nodes:
             self._plan_links(node)
         for command in commands:
@@ -551,6 +585,8 @@ class JobSource(TaskSource):
         self.streams.attach(loop)
         if self.blocks is not None:
             self.blocks.attach(loop, self._lines_read)
+        if self.job_options.stall_factor:
+            self._stall_timer = loop.call_later(self._stall_interval(), self._look_for_stalls)
         if self._follow is not None:
             self._follow.timer = loop.call_later(self._follow.interval, self._check_node_files)
 
@@ -614,6 +650,7 @@ class JobSource(TaskSource):
         self._running += 1
         if gpu is not None:
             gpu.running += 1
+        job.started = time.monotonic()
         self._active[job.id] = (link, job, gpu)
         if self.job_options.max_node_uses and node.started >= self.job_options.max_node_uses:
             self._retire(node)
@@ -653,9 +690,9 @@ class JobSource(TaskSource):
     def completed(self, task: Task, record: Record) -> bool:
         """Account for an ended probe or attempt; True when ``record`` is the job's final one."""
         if task.internal:
-            if task.context is None:
-                return False  # a kill by tag: nothing to learn from it
-            if isinstance(task.context, _GpuCheck):
+            if isinstance(task.context, _Kill):
+                self._killed(task.context)
+            elif isinstance(task.context, _GpuCheck):
                 self._gpus_seen(task.context, record)
             else:
                 self._probed(task.context, record)
@@ -679,16 +716,40 @@ class JobSource(TaskSource):
 
     def _end_remote(self, job: Job, link: _Link) -> None:
         """A job with input was killed: its remote processes are ended by their tag (the
-        watchdog sees no end of its input through a shared connection)."""
+        watchdog sees no end of its input through a shared connection). The job runs
+        again only once that is done (the tag is the same)."""
         if link.path is None:
             return  # a login of its own: the watchdog sees sshd's session end
         self._kill_at_close.add(link.node.label)
-        if not self._stopping():
-            self._probes.append(Task(
-                key="kill-%d" % job.id, internal=True, env=self._env, auth=self._auth(),
-                argv=self._ssh.argv(link.node.target, kill_command(
-                    "%s.%d" % (self.job_options.run_id, job.id)), self._control_options(link, False)),
-                timeout=(self.options.connect_timeout or 10.0) + PROBE_MARGIN, context=None))
+        if self._stopping():
+            return  # close() ends the run's processes on the node
+        link.running += 1  # the kill takes one of the connection's sessions
+        self._killing[job.id] = None
+        self._probes.append(Task(
+            key="kill-%d" % job.id, internal=True, env=self._env, auth=self._auth(),
+            argv=self._ssh.argv(link.node.target, kill_command(
+                "%s.%d" % (self.job_options.run_id, job.id)), self._control_options(link, False)),
+            timeout=(self.options.connect_timeout or 10.0) + PROBE_MARGIN, context=_Kill(link, job)))
+
+    def _killed(self, kill: "_Kill") -> None:
+        """A kill by tag ended: its session is free, and the job may run again."""
+        link = kill.link
+        link.running -= 1
+        if self._gpus:
+            if link.node.admitted:
+                self._offer(link.node)
+        elif self._usable(link):
+            self._free.append(link)
+        job = self._killing.pop(kill.job.id, None)
+        if job is not None:
+            self._enqueue(job, front=True)
+
+    def _requeue(self, job: Job) -> None:
+        """``job`` runs again, first in line (once the kill of its last attempt is done)."""
+        if job.id in self._killing:
+            self._killing[job.id] = job
+        else:
+            self._enqueue(job, front=True)
 
     # -- probes ----------------------------------------------------------------
     def _probed(self, link: _Link, record: Record) -> None:
@@ -875,6 +936,14 @@ class JobSource(TaskSource):
 
     def _judge(self, job: Job, node: _Node, link: _Link, record: Record) -> bool:
         """Decide what an ended attempt means for the job and its node."""
+        if job.stalled and not self._stopping():
+            job.stalled = False
+            if job.attempts >= self.job_options.retries:
+                return True
+            self._requeue(job)
+            return False
+        if record.status == OK:
+            self._learn(record.duration)
         if record.interrupted or self.draining or (self._supervisor is not None
                                                    and self._supervisor.stopping):
             return True
@@ -887,7 +956,7 @@ class JobSource(TaskSource):
             # The master's connection is full: not the node's fault nor the job's.
             link.usable = max(1, link.running)
             job.attempts -= 1
-            self._enqueue(job, front=True)
+            self._requeue(job)
             return False
         if status == SSH_ERROR or (self.job_options.fail_node_on_error and job.pin is None):
             self._drop(node, "job-%d: %s" % (job.id, _failure_reason(record)))
@@ -895,12 +964,71 @@ class JobSource(TaskSource):
             return True
         if job.pin is not None and node.state in (DROPPED, RETIRED):
             return True
-        self._enqueue(job, front=True)
+        self._requeue(job)
         return False
 
     def _stopping(self) -> bool:
         """True once the run is ending (a signal, a kill): no probe is judged."""
         return self._supervisor is not None and self._supervisor.stopping
+
+    # -- stalls ----------------------------------------------------------------
+    def _learn(self, duration: float) -> None:
+        """A job completed in ``duration`` s: the moving average (kssh's weights) moves."""
+        self._samples += 1
+        if self._samples == 1:
+            self._average = duration
+        else:
+            self._average = STALL_WEIGHT * duration + (1 - STALL_WEIGHT) * self._average
+
+    def stall_limit(self) -> Optional[float]:
+        """Seconds after which a running job counts as stalled (None: not known yet)."""
+        factor = self.job_options.stall_factor
+        if not factor or self._samples < STALL_SAMPLES:
+            return None
+        return max(self.job_options.stall_min, factor * self._average)
+
+    def _stall_interval(self) -> float:
+        limit = self.stall_limit()
+        return 0.5 if limit is None else min(1.0, max(0.05, limit / 10))
+
+    def _look_for_stalls(self) -> None:
+        """Kill every job running past the stall limit; it runs again on another node."""
+        self._stall_timer = self._loop.call_later(self._stall_interval(), self._look_for_stalls)
+        limit = self.stall_limit()
+        if limit is None or self._stopping():
+            return
+        now = time.monotonic()
+        for link, job, gpu in list(self._active.values()):
+            if not job.stalled and now - job.started > limit:
+                self._stalled(job, link.node, now - job.started, limit)
+
+    def _stalled(self, job: Job, node: _Node, ran: float, limit: float) -> None:
+        job.stalled = True
+        node.stalls += 1
+        self.notify("job-%d stalled on %s (%.1f s, the limit is %.1f s): killed, it runs again "
+                    "elsewhere" % (job.id, node.label, ran, limit))
+        self._supervisor.kill("job-%d" % job.id)
+        if node.stalls >= STALLS_TO_DROP:
+            self._drop(node, "%d jobs stalled there" % node.stalls)
+        elif node.admitted and node.rest_timer is None:
+            self._rest(node, limit)
+
+    def _rest(self, node: _Node, seconds: float) -> None:
+        """``node`` gets no new job for ``seconds`` (its running jobs go on)."""
+        node.admitted = False
+        self._admitted -= 1
+        self._admit_standby()
+        node.rest_timer = self._loop.call_later(seconds, lambda: self._rested(node))
+
+    def _rested(self, node: _Node) -> None:
+        node.rest_timer = None
+        if node.state != READY or node.admitted:
+            return
+        if self._admissible(node):
+            self._admit(node)
+        else:
+            self._standby.append(node)
+        self._supervisor.fill()
 
     # -- nodes -----------------------------------------------------------------
     def _drop(self, node: _Node, reason: str) -> None:
@@ -994,7 +1122,9 @@ class JobSource(TaskSource):
         self._stop_input()
         if self._follow is not None:
             self._loop.cancel(self._follow.timer)
-        waiting = list(self._queue) + [job for node in self._nodes for job in node.pinned]
+        waiting = list(self._queue) + [job for node in self._nodes for job in node.pinned] + [
+            job for job in self._killing.values() if job is not None]
+        self._killing.clear()
         self._queue.clear()
         for node in self._nodes:
             node.pinned.clear()
@@ -1097,8 +1227,8 @@ class JobSource(TaskSource):
         if node.state not in (PROBING, READY):
             return
         self._follow.removed.add(node.label)
-        for task in [task for task in self._probes
-                     if task.context is not None and task.context.node is node]:
+        for task in [task for task in self._probes  # a kill by tag still runs
+                     if task.context.node is node and not isinstance(task.context, _Kill)]:
             self._probes.remove(task)
             self._unplanned(task.context)
         self._leave(node, RETIRED)
@@ -1142,8 +1272,8 @@ class JobSource(TaskSource):
         if self.blocks is not None:
             self.blocks.close()
         if self._loop is not None:
-            for timer in [self._follow.timer if self._follow else None] + [
-                    node.check_timer for node in self._nodes]:
+            for timer in [self._follow.timer if self._follow else None, self._stall_timer] + [
+                    timer for node in self._nodes for timer in (node.check_timer, node.rest_timer)]:
                 if timer is not None:
                     self._loop.cancel(timer)
         if self._control_dir is None:
