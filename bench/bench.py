@@ -62,6 +62,24 @@ Job mode (a queue of jobs over node slots; a node listed k times = k slots):
                 is left (and none back 1 s later), MARK_B's all alive (the
                 same pids); run B then ended by SIGTERM and nothing of either
                 run may be left (no peer has a run-tagged kill)
+  blocks-1m     real sshd, ``seq 1 1000000`` in blocks of 10,000 lines over
+                10 nodes x 2 slots, task ``wc -l``: classh --input FILE -k,
+                classh --input - (the file on stdin), GNU parallel --pipe -N
+                10000 -S 2/node1,... and with -M (--tmpdir in the bench's
+                tmp; stopped at 6x classh like jobs-400); every tool's 100
+                counts must add up to 1,000,000, classh's -k output must equal
+                ``wc -l`` run locally on each block
+  blocks-1g     real sshd, 2^30 bytes of 128-byte lines from ``yes | head
+                -c`` through a FIFO into classh --input -, blocks of 2^17
+                lines (64 blocks; --all adds blocks of 2^13 lines, 1,024
+                blocks), 10 nodes x 2 slots, ``wc -l``: every block's count
+                back, the sum 8,388,608; classh's peak RSS
+  blocks-stall  real sshd, 40 one-line blocks (``sleep 0.5; echo N``) over 4
+                nodes x 2 slots, -k, -t 120, --stall-min 1: once with no hang,
+                once with block 3 sleeping 300 s on its first attempt only (a
+                mkdir marker in a world-writable directory); every block once
+                in order, the total against the normal run, no ``sleep
+                300.1010`` left (skipped while classh has no --stall-factor)
 
 ``--quick`` uses 1,000 / 5,000 / 50 hosts instead of 10,000 / 50,000 / 200
 (and 100 / 2,000 / 100 jobs).
@@ -116,7 +134,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 PEER_PACKAGES = ["pssh", "clustershell", "pdsh", "parallel"]
 TOOLS = ["xargs", "classh", "pssh", "clush", "pdsh", "parallel"]
-JOB_SCENARIOS = ["jobs-400", "jobs-20k", "jobs-dying", "gpu-40", "kill-run"]
+JOB_SCENARIOS = ["jobs-400", "jobs-20k", "jobs-dying", "gpu-40", "kill-run",
+                 "blocks-1m", "blocks-1g", "blocks-stall"]
 SCENARIOS = ["standin-100", "standin-500", "standin-50k", "results-dir", "real-sshd",
              "auth", "persist", "api", "remote-kill"] + JOB_SCENARIOS
 #: Left out of a plain run (``--all`` adds them): more of standin-100 at larger scales.
@@ -301,7 +320,9 @@ def _hwm_kb(pid):
 
 
 def _group_members(pgid):
-    """Pids whose process group is pgid (Linux /proc)."""
+    """Pids whose process group or session is pgid (Linux /proc): a tool started
+    in a session of its own keeps what it forked into new groups in it (GNU
+    parallel -M's control masters)."""
     out = []
     try:
         names = os.listdir("/proc")
@@ -314,11 +335,26 @@ def _group_members(pgid):
             with open("/proc/%s/stat" % name) as fh:
                 stat = fh.read()
             fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
+            if pgid in (int(fields[2]), int(fields[3])) and fields[0] != "Z":
                 out.append(int(name))
         except (OSError, ValueError, IndexError):
             continue
     return out
+
+
+def sweep_group(pgid, rounds=50):
+    """SIGKILL what is left of pgid's group and session until nothing is (GNU
+    parallel -M's forked control-master keepers fork anew while being
+    killed); how many pids were killed."""
+    killed = set()
+    for _ in range(rounds):
+        pids = _group_members(pgid)
+        if not pids:
+            break
+        _kill_pids(pids, signal.SIGKILL)
+        killed.update(pids)
+        time.sleep(0.05)
+    return len(killed)
 
 
 def _kill_pids(pids, sig):
@@ -388,9 +424,7 @@ def measure(argv, env, workdir, name, timeout, stdin_path=None):
             f.close()
     for t in threads:
         t.join(5)
-    leftovers = _group_members(pid)
-    if leftovers:  # e.g. children a killed tool left behind
-        _kill_pids(leftovers, signal.SIGKILL)
+    leftovers = sweep_group(pid)  # e.g. children a killed tool left behind
     rc = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") \
         else (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status))
     return {
@@ -403,7 +437,7 @@ def measure(argv, env, workdir, name, timeout, stdin_path=None):
         # Not shown in the tables: see the module docstring.
         "rusage_maxrss_mb": ru.ru_maxrss / 1024.0,
         "timed_out": state["timed_out"],
-        "leftovers_killed": len(leftovers),
+        "leftovers_killed": leftovers,
         "stdout": out_path,
         "stderr": err_path,
     }
@@ -1806,6 +1840,335 @@ def kill_run_table(sc):
 
 # -- bars --------------------------------------------------------------------------
 
+# -- blocks (issue 10): --input cut into blocks, fed to --task on node slots --------
+
+#: blocks-1m: `seq 1 1000000` in blocks of 10,000 lines over 10 nodes x 2 slots.
+BLOCKS_LINES = 1000000
+BLOCKS_SIZE = 10000
+BLOCKS_NODES = 10
+BLOCKS_SLOTS = 2
+BLOCKS_WALL_BAR = 3.7       # the issue's 2.5x parallel --pipe -S measured there (9.2 s)
+BLOCKS_PEER_TIMES = 2.5
+BLOCKS_RSS_BAR = 100.0      # MB, classh's peak RSS in both block scenarios
+#: blocks-1g: 2^30 bytes of 128-byte lines (``yes`` of 127 x's), 8,388,608
+#: lines, once in blocks of 2^17 lines (16 MiB: 64 blocks), once in blocks of
+#: 2^13 lines (1 MiB: 1,024 blocks; only with --all).  Each running block is held whole by
+#: classh, so its peak RSS grows with slots x block size.
+GIG_BYTES = 1 << 30
+GIG_LINE = 128
+GIG_BLOCK_LINES = (1 << 17, 1 << 13)
+#: blocks-stall: 40 one-line blocks (sleep STALL_WORK each) over 4 nodes x 2
+#: slots; block STALL_BLOCK sleeps STALL_HANG on its first attempt only.
+STALL_BLOCKS = 40
+STALL_NODES = 4
+STALL_WORK = 0.5
+STALL_BLOCK = 3
+STALL_HANG = "300.1010"     # the hang's `sleep` argument: its mark on the target
+STALL_HARD_TIMEOUT = 120
+STALL_TIMES_BAR = 3.0
+
+
+def blocks_nodes(nodes, slots):
+    """``--node NAME*SLOTS`` for each node (classh's slot syntax)."""
+    return [a for n in nodes for a in ("--node", "%s*%d" % (n, slots))]
+
+
+def parallel_logins(nodes, slots):
+    """GNU parallel's -S list: ``SLOTS/node1,SLOTS/node2,...``."""
+    return ",".join("%d/%s" % (slots, n) for n in nodes)
+
+
+def local_blocks_output(path, lines_per_block, task):
+    """What ``task`` prints for each block of ``path`` run locally, in order (bytes)."""
+    out = []
+    with open(path, "rb") as fh:
+        while True:
+            block = b"".join(line for _, line in zip(range(lines_per_block), fh))
+            if not block:
+                return b"".join(out)
+            out.append(subprocess.run(["sh", "-c", task], input=block,
+                                      stdout=subprocess.PIPE, check=True).stdout)
+
+
+def count_lines_out(path):
+    """[ints] of a ``wc -l`` run's stdout, one a block (None for a line that is no count)."""
+    counts = []
+    for line in _read(path).splitlines():
+        counts.append(int(line) if line.strip().isdigit() else None)
+    return counts
+
+
+def check_block_counts(nblocks, nlines, expect=None):
+    """A row check: rc 0, nblocks counts adding up to nlines (and stdout == expect)."""
+    def check(row, m, _jobs):
+        counts = count_lines_out(m["stdout"])
+        good = [c for c in counts if c is not None]
+        row.update(blocks_out=len(counts), lines_counted=sum(good))
+        row["ok"] = len(good) if len(good) == len(counts) else None
+        if expect is not None:
+            with open(m["stdout"], "rb") as fh:
+                row["same_as_local"] = fh.read() == expect
+        if m["timed_out"]:
+            row["status"], row["note"] = "TIMEOUT", "killed after %.0f s" % m["wall"]
+        elif m["rc"] == 0 and len(counts) == nblocks and row["lines_counted"] == nlines \
+                and row.get("same_as_local", True):
+            row["status"] = "ok"
+        else:
+            row["status"] = "FAILED"
+            row["note"] = "rc %s, %d outputs, %d lines counted%s: %s" % (
+                m["rc"], len(counts), row["lines_counted"],
+                "" if row.get("same_as_local", True) else ", not the local output",
+                _tail(m["stderr"]))
+    return check
+
+
+def blocks_table(sc):
+    """(head, rows) of a block scenario: job_table plus outputs and lines counted."""
+    return job_table(sc, extra=(
+        ("lines counted", lambda r: _fmt(r.get("lines_counted"), "%d")),
+        ("= local", lambda r: {True: "yes", False: "NO"}.get(r.get("same_as_local"), "-"))))
+
+
+def sc_blocks_1m(setup, args):
+    """classh --input (a file, then stdin) against GNU parallel --pipe -S / -S -M."""
+    name = "blocks-1m"
+    nblocks = BLOCKS_LINES // BLOCKS_SIZE
+    sc = {"name": name, "hosts": BLOCKS_NODES, "jobs": nblocks, "rows": [],
+          "title": "real loopback sshd, seq 1 %d in blocks of %d lines (%d blocks) over %d "
+                   "nodes x %d slots, task wc -l" % (BLOCKS_LINES, BLOCKS_SIZE, nblocks,
+                                                     BLOCKS_NODES, BLOCKS_SLOTS)}
+    log("bench: %s" % sc["title"])
+    data = _write_lines(os.path.join(setup.tmp, name + ".in"),
+                        [str(i) for i in range(1, BLOCKS_LINES + 1)])
+    expect = local_blocks_output(data, BLOCKS_SIZE, "wc -l")
+    fleet = _bench_fleet(BLOCKS_NODES)
+    try:
+        ssh_cmd = fleet.ssh_command
+        env = setup.env(False)
+        warm_up(fleet)
+        nodes = blocks_nodes(fleet.hosts, BLOCKS_SLOTS)
+        flags = ["--blocksize", str(BLOCKS_SIZE), "-k", "--task", "wc -l", "--ssh", ssh_cmd]
+        check = check_block_counts(nblocks, BLOCKS_LINES, expect)
+        for label, source, stdin_path in (("classh", data, None), ("classh --input -", "-", data)):
+            argv = [setup.python, CLASSH] + nodes + ["--input", source] + flags
+            sc["rows"].append(run_job_tool(setup, label, argv, env, nblocks, args.timeout,
+                                           "%s-%s" % (name, label.replace(" ", "")),
+                                           stdin_path=stdin_path, check=check))
+        first = sc["rows"][0]
+        cap = None
+        if args.cap and first.get("status") == "ok":
+            cap = max(JOB_CAP_MIN_QUICK if args.quick else JOB_CAP_MIN, JOB_CAP * first["wall"])
+        par = setup.paths.get("parallel")
+        # --tmpdir: -M's control_path_dir-* (one per --pipe job) land in the bench's tmp.
+        ptmp = os.path.join(setup.tmp, name + "-parallel-tmp")
+        os.makedirs(ptmp, exist_ok=True)
+        for label, extra in (("parallel --pipe -S", []), ("parallel --pipe -S -M", ["-M"])):
+            if not par:
+                sc["rows"].append({"tool": label, "jobs": nblocks, "status": "SKIPPED",
+                                   "note": setup.peer_notes.get("parallel", "not installed")})
+                continue
+            argv = [par, "--will-cite", "--tmpdir", ptmp, "--pipe", "-N", str(BLOCKS_SIZE),
+                    "-S", parallel_logins(fleet.hosts, BLOCKS_SLOTS), "--ssh", ssh_cmd] + \
+                extra + ["wc", "-l"]
+            sc["rows"].append(run_job_tool(
+                setup, label, argv, env, nblocks, args.timeout,
+                "%s-parallel%s" % (name, "".join(extra)), stdin_path=data,
+                check=check_block_counts(nblocks, BLOCKS_LINES), cap=cap))
+    finally:
+        _drop_fleet(fleet)
+    sc["table"] = blocks_table(sc)
+    return sc
+
+
+def warm_up(fleet):
+    """Untimed: one login per node (cold caches, sshd's first forks)."""
+    for host in fleet.hosts:
+        subprocess.run(fleet.ssh_argv + [host, "true"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+
+def start_producer(setup, name, nbytes, line_len):
+    """A FIFO fed by ``yes X...X | head -c nbytes`` (its own session): (path, proc)."""
+    fifo = os.path.join(setup.tmp, name + ".fifo")
+    os.mkfifo(fifo)
+    shell = "yes %s | head -c %d > %s" % ("x" * (line_len - 1), nbytes, shlex.quote(fifo))
+    proc = subprocess.Popen(["sh", "-c", shell], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, start_new_session=True)
+    return fifo, proc
+
+
+def sc_blocks_1g(setup, args):
+    """1 GiB through classh --input - from a producer: every block counted, RSS bounded."""
+    name = "blocks-1g"
+    nlines = GIG_BYTES // GIG_LINE
+    sc = {"name": name, "hosts": BLOCKS_NODES, "jobs": None, "lines": nlines, "rows": [],
+          "title": "real loopback sshd, 1 GiB on stdin (yes | head -c, %d-byte lines) over %d "
+                   "nodes x %d slots, task wc -l" % (GIG_LINE, BLOCKS_NODES, BLOCKS_SLOTS)}
+    log("bench: %s" % sc["title"])
+    fleet = _bench_fleet(BLOCKS_NODES)
+    try:
+        warm_up(fleet)
+        for size in GIG_BLOCK_LINES if args.all else GIG_BLOCK_LINES[:1]:
+            sc["rows"].append(gig_row(setup, args, fleet, name, nlines, size))
+    finally:
+        _drop_fleet(fleet)
+    sc["table"] = blocks_table(sc)
+    return sc
+
+
+def gig_row(setup, args, fleet, name, nlines, size):
+    """One classh --input - run of GIG_BYTES from a producer, blocks of size lines."""
+    nblocks = -(-nlines // size)
+    label = "classh --input -, blocks of %d lines (%d MiB)" % (size, size * GIG_LINE >> 20)
+    fifo, producer = start_producer(setup, "%s-%d" % (name, size), GIG_BYTES, GIG_LINE)
+    try:
+        argv = [setup.python, CLASSH] + blocks_nodes(fleet.hosts, BLOCKS_SLOTS) + [
+            "--input", "-", "--blocksize", str(size), "--task", "wc -l",
+            "--ssh", fleet.ssh_command]
+        return run_job_tool(
+            setup, label, argv, setup.env(False), nblocks, args.timeout,
+            "%s-%d-classh" % (name, size), stdin_path=fifo,
+            check=check_block_counts(nblocks, nlines),
+            shown=" ".join(shlex.quote(a) for a in argv) + " < FIFO fed by `yes x*%d | head "
+                  "-c %d`" % (GIG_LINE - 1, GIG_BYTES))
+    finally:
+        sweep_group(producer.pid)
+        producer.wait()
+
+
+def classh_help(setup):
+    """classh --help's text (what options this classh has)."""
+    return _out([setup.python, CLASSH, "--help"])
+
+
+def stall_task(markdir):
+    """Block STALL_BLOCK hangs (sleep STALL_HANG) on its first attempt only: the
+    attempt that makes markdir/first; every block then works STALL_WORK s."""
+    return ('read x; if test "$x" = %d && mkdir %s/first 2>/dev/null; then sleep %s; fi; '
+            'sleep %s; echo "$x"' % (STALL_BLOCK, shlex.quote(markdir), STALL_HANG, STALL_WORK))
+
+
+def check_stall_output(row, m, nblocks):
+    """A stall row is ok when rc is 0 and each block's number came out once, in order."""
+    lines = _read(m["stdout"]).split()
+    row["ok"] = sum(1 for got, want in zip(lines, range(1, nblocks + 1)) if got == str(want))
+    row["hung_left"] = len(marked_pids(STALL_HANG))
+    if m["timed_out"]:
+        row["status"], row["note"] = "TIMEOUT", "killed after %.0f s" % m["wall"]
+    elif m["rc"] == 0 and row["ok"] == nblocks == len(lines):
+        row["status"] = "ok"
+    else:
+        row["status"] = "FAILED"
+        row["note"] = "rc %s, %d/%d blocks in order: %s" % (m["rc"], row["ok"], nblocks,
+                                                           _tail(m["stderr"]))
+
+
+def sc_blocks_stall(setup, args):
+    """A block hanging on its first attempt: killed, requeued, the run not held."""
+    name = "blocks-stall"
+    sc = {"name": name, "hosts": STALL_NODES, "jobs": STALL_BLOCKS, "rows": [],
+          "title": "real loopback sshd, %d one-line blocks (sleep %s) over %d nodes x 2 slots, "
+                   "block %d hanging (sleep %s) on its first attempt only, -t %d" % (
+                       STALL_BLOCKS, STALL_WORK, STALL_NODES, STALL_BLOCK, STALL_HANG,
+                       STALL_HARD_TIMEOUT)}
+    log("bench: %s" % sc["title"])
+    helptext = classh_help(setup)
+    if "--stall-factor" not in helptext:
+        sc["skipped"] = "this classh has no --stall-factor"
+        log("  skipped: %s" % sc["skipped"])
+        return sc
+    data = _write_lines(os.path.join(setup.tmp, name + ".in"),
+                        [str(i) for i in range(1, STALL_BLOCKS + 1)])
+    markdir = tempfile.mkdtemp(prefix="classh-bench-stall-")
+    os.chmod(markdir, 0o1777)   # the fleet's login account makes its marker here
+    fleet = _bench_fleet(STALL_NODES)
+    try:
+        warm_up(fleet)
+        stall_flags = ["--stall-min", "1"] if "--stall-min" in helptext else []
+        argv = [setup.python, CLASSH] + blocks_nodes(fleet.hosts, 2) + [
+            "--input", data, "-k", "-t", str(STALL_HARD_TIMEOUT), "--task", stall_task(markdir),
+            "--ssh", fleet.ssh_command] + stall_flags
+        for label, hang in (("classh, no hang", False), ("classh, block %d hangs" % STALL_BLOCK,
+                                                         True)):
+            if not hang:
+                os.mkdir(os.path.join(markdir, "first"))    # the marker there: no attempt hangs
+            else:
+                os.rmdir(os.path.join(markdir, "first"))
+            sc["rows"].append(run_job_tool(setup, label, argv, setup.env(False), STALL_BLOCKS,
+                                           args.timeout, "%s-%s" % (name, "hang" if hang else
+                                                                    "normal"),
+                                           check=check_stall_output))
+        time.sleep(1)
+        left = marked_pids(STALL_HANG)
+        sc["hung_left_after"] = len(left)
+        _kill_pids(left, signal.SIGKILL)
+    finally:
+        _drop_fleet(fleet)
+        shutil.rmtree(markdir, ignore_errors=True)
+    sc["table"] = job_table(sc, extra=(("sleep %s left" % STALL_HANG,
+                                        lambda r: _fmt(r.get("hung_left"), "%d")),))
+    return sc
+
+
+def blocks_bars(scs, bar):
+    """The block bars (issue 10)."""
+    s = scs.get("blocks-1m")
+    if s:
+        c = _row(s, "classh") or {}
+        good = c.get("status") == "ok"
+        label = "seq 1 %d in blocks of %d, %d nodes x %d: " % (
+            BLOCKS_LINES, BLOCKS_SIZE, BLOCKS_NODES, BLOCKS_SLOTS)
+        bar(label + "classh <= %.1f s, output identical to a local run" % BLOCKS_WALL_BAR,
+            "PASS" if good and c["wall"] <= BLOCKS_WALL_BAR else "FAIL",
+            "%.2f s, %s outputs, %s lines counted, same as local: %s" % (
+                c.get("wall") or 0, c.get("blocks_out"), c.get("lines_counted"),
+                c.get("same_as_local")) if c else "classh not run")
+        for peer, times in (("parallel --pipe -S", BLOCKS_PEER_TIMES),
+                            ("parallel --pipe -S -M", 1)):
+            p = _row(s, peer)
+            name = label + ("classh >= %.1fx faster than %s" % (times, peer) if times > 1
+                            else "classh faster than %s" % peer)
+            if not good:
+                bar(name, "FAIL", "classh %s" % c.get("status", "not run"))
+            elif not p or p.get("status") not in ("ok", "CAPPED"):
+                bar(name, "n/a", "%s %s" % (peer, p.get("status") if p else "not run"))
+            else:
+                r = p["wall"] / c["wall"]
+                ge = ">" if p.get("capped") else ""
+                bar(name, "PASS" if r >= times and r > 1 else "FAIL",
+                    "%.2f s vs %s%.2f s = %s%.1fx" % (c["wall"], ge, p["wall"], ge, r))
+        bar(label + "classh peak RSS <= %.0f MB" % BLOCKS_RSS_BAR,
+            "PASS" if good and (c.get("rss_main_mb") or 1e9) <= BLOCKS_RSS_BAR else "FAIL",
+            "%s MB" % _fmt(c.get("rss_main_mb"), "%.1f"))
+    s = scs.get("blocks-1g")
+    for c in (s or {}).get("rows", []):
+        bar("1 GiB through --input -, %d blocks of %d lines: every block counted, classh peak "
+            "RSS < %.0f MB" % (c["jobs"], c["jobs_size"] if "jobs_size" in c else
+                               -(-s["lines"] // c["jobs"]), BLOCKS_RSS_BAR),
+            "PASS" if c.get("status") == "ok" and (c.get("rss_main_mb") or 1e9) < BLOCKS_RSS_BAR
+            else "FAIL",
+            "%s s, %s/%d outputs, %s/%d lines counted, peak RSS %s MB%s" % (
+                _fmt(c.get("wall"), "%.2f"), c.get("blocks_out"), c["jobs"],
+                c.get("lines_counted"), s["lines"], _fmt(c.get("rss_main_mb"), "%.1f"),
+                "; " + c["note"] if c.get("note") else ""))
+    s = scs.get("blocks-stall")
+    if s:
+        label = "block hanging on its first attempt: requeued, total < %.0fx the normal run, " \
+                "not the -t %d, nothing left" % (STALL_TIMES_BAR, STALL_HARD_TIMEOUT)
+        if s.get("skipped"):
+            bar(label, "SKIP", s["skipped"])
+            return
+        n, h = s["rows"][0], s["rows"][1]
+        ok = n.get("status") == "ok" and h.get("status") == "ok"
+        r = h["wall"] / n["wall"] if ok else None
+        bar(label, "PASS" if ok and r < STALL_TIMES_BAR and h["wall"] < STALL_HARD_TIMEOUT
+            and not h.get("hung_left") and not s.get("hung_left_after") else "FAIL",
+            "%.2f s vs %.2f s = %.2fx, %s hung sleep left" % (
+                h["wall"], n["wall"], r, h.get("hung_left")) if ok else
+            "normal %s, hang %s: %s" % (n.get("status"), h.get("status"),
+                                        h.get("note") or n.get("note")))
+
+
 def _row(sc, tool):
     if not sc:
         return None
@@ -2006,6 +2369,7 @@ def bars(scs, sizes):
             "rc %s in %.2f s" % (wrong.get("rc"), wrong.get("wall") or 0))
     job_bars(scs, bar)
     gpu_kill_bars(scs, bar)
+    blocks_bars(scs, bar)
     return out
 
 
@@ -2219,6 +2583,12 @@ def main(argv=None):
                 scs[name] = sc_gpu_40(setup, args)
             elif name == "kill-run":
                 scs[name] = sc_kill_run(setup, args)
+            elif name == "blocks-1m":
+                scs[name] = sc_blocks_1m(setup, args)
+            elif name == "blocks-1g":
+                scs[name] = sc_blocks_1g(setup, args)
+            elif name == "blocks-stall":
+                scs[name] = sc_blocks_stall(setup, args)
     except KeyboardInterrupt:
         log("bench: interrupted; writing what was measured")
     finally:
