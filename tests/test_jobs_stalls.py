@@ -83,8 +83,8 @@ def test_jobs_stall_too_and_a_node_that_keeps_stalling_is_dropped(sweep):
     sweep.append(mark)
     lines = []
     job = 'test "$STANDIN_HOST" = slow && %s; sleep 0.1; echo "$STANDIN_HOST"' % command
-    records = classh.jobs(["fast", "slow"], [job] * 30, {
-        "ssh": STANDIN, "reuse": False, "stall_factor": 3, "stall_min": 1.0, "retries": 5,
+    records = classh.jobs(["fast", "slow"], [job] * 60, {
+        "ssh": STANDIN, "reuse": False, "stall_factor": 3, "stall_min": 0.6, "retries": 5,
         "notify": lines.append})
     assert all(r.exitcode == 0 and r.stdout == b"fast\n" for r in records.values()), records
     assert "node slow dropped: 3 jobs stalled there" in lines

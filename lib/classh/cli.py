@@ -38,7 +38,7 @@ host's output, errors and exit status.
 
 Usage:
   classh [options] [-x PATTERN]... [-O OPTION]... [-S DEST]... [-E DEST]...
-         [--job CMD]... [--job-file FILE]... [--input FILE]...
+         [--job CMD]... [--job-file FILE]... [--input FILE]... [--init-file FILE]...
          [--] (-i | --close | --list | --fold | --copy=SRC... --dest=PATH
                | --slurp=REMOTE --dest=PATH
                | (--node=HOST | --node-file=FILE | --machines=FILE)...
@@ -80,7 +80,7 @@ Modes:
                                  group. Prints "host: N processes"; exit 0
                                  when every host answered, none found too.
 
-Job mode (chosen by --node or --node-file; it takes no COMMAND, no TARGET):
+Job mode (chosen by --node, --node-file or --machines; no COMMAND, no TARGET):
   Jobs are run over node slots, each slot one job at a time, over one ssh
   connection per node; a dead node is dropped and its job goes to another.
   --node HOST                    A node: a pattern as a TARGET (ranges,
@@ -88,6 +88,14 @@ Job mode (chosen by --node or --node-file; it takes no COMMAND, no TARGET):
                                  has K slots (repeatable).
   --node-file FILE               Nodes from FILE, one pattern a line
                                  (repeatable).
+  --machines FILE                Nodes from a kssh machines file: a JSON list
+                                 of {"hostname", "username", "port", "slots",
+                                 "wd", "connect_cmd", "init_timeout"}; the
+                                 "default" hostname gives defaults.
+  --init-file FILE               Copied into each node's working directory
+                                 before its first job (repeatable).
+  --init-script FILE             Copied there too, and run once per node; a
+                                 node whose set-up fails is dropped.
   --job CMD                      A job: CMD runs once, on some node
                                  (repeatable).
   --job-file FILE                Jobs from FILE, one command a line; blank
@@ -344,9 +352,9 @@ def explain_bad_arguments(argv: List[str], exc: DocoptExit) -> str:
 
 
 _MODE_WORDS = ("--copy", "--slurp", "-i", "--interactive", "--close", "--list", "--fold",
-               "--node", "--node-file", "--kill")
-#: Either word chooses job mode (named by the first).
-_JOB_MODE_WORDS = {"--node-file": "--node"}
+               "--node", "--node-file", "--machines", "--kill")
+#: Each word chooses job mode (named by the first).
+_JOB_MODE_WORDS = {"--node-file": "--node", "--machines": "--node"}
 
 
 def build_options(args: dict, environ) -> Options:
@@ -505,6 +513,7 @@ _RUN_OUTPUTS = ("--results", "--json", "--format", "--quiet", "--progress", "--s
                 "--resume", "--overwrite", "--success", "--failure")
 #: Options only job mode uses.
 _JOB_ONLY = ("--job", "--job-file", "--on-each-node", "--input", "--task", "--blocksize",
+             "--init-file", "--init-script",
              "--task-success-code", "--stall-factor", "--stall-min", "--retries",
              "--fail-node-on-error",
              "--max-node-uses", "--max-nodes", "--no-reuse", "--keep-order", "--joblog",
@@ -519,7 +528,7 @@ _REFUSED = {
     "--kill": _RUN_OUTPUTS + ("--count", "--sudo", "--sudo-user", "--raw"),
 }
 _MODE_NAMES = {
-    "jobs": "job mode (--node, --node-file)",
+    "jobs": "job mode (--node, --node-file, --machines)",
     "run": "a COMMAND (--count goes with --list or --fold)",
     "--copy": "--copy (--count goes with --list or --fold)",
     "--slurp": "--slurp (--count goes with --list or --fold)",
@@ -542,7 +551,7 @@ def mode_of(args: dict) -> str:
     for mode in ("--copy", "--slurp", "--interactive", "--close", "--list", "--fold", "--kill"):
         if args[mode] not in (None, False, []):  # an empty value is still the mode's
             return mode
-    if args["--node"] or args["--node-file"]:
+    if args["--node"] or args["--node-file"] or args["--machines"]:
         return "jobs"
     return "run"
 
@@ -557,7 +566,7 @@ def check_mode_options(args: dict, mode: str) -> None:
         refused = [name for name in _REFUSED.get(mode, ("--count",)) if name in given]
         job_only = [name for name in _JOB_ONLY if name in given]
         if job_only and mode != "jobs":
-            raise UsageError("%s only go%s with job mode (--node or --node-file)"
+            raise UsageError("%s only go%s with job mode (--node, --node-file or --machines)"
                              % (", ".join(job_only), "" if len(job_only) > 1 else "es"))
     if refused:
         raise UsageError("%s cannot be used with %s" % (", ".join(refused), _MODE_NAMES.get(mode, mode)))
@@ -723,8 +732,11 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
     if args["--resume"] and not options.results:
         raise UsageError("--resume needs a results directory (-o DIR)")
     options = job_run_options(args, environ, options)
-    nodes = parse_nodes(args["--node"], args["--node-file"], expand=options.expand,
-                        max_hosts=options.max_hosts)
+    nodes = job_nodes(args, options, err=SafeStream(sys.stderr.buffer))
+    setup = None
+    if args["--init-file"] or args["--init-script"]:
+        from .nodesetup import NodeSetup
+        setup = NodeSetup(args["--init-file"], args["--init-script"])
     commands, streams = read_jobs(args["--job"], args["--job-file"])
     blocks = block_input(args)
     if not (commands or streams or args["--on-each-node"] or blocks):
@@ -735,7 +747,7 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
     source = JobSource(nodes, commands, options, settings, streams,
                        on_each_node=args["--on-each-node"], notify=_notifier(err),
-                       blocks=blocks, task=args["--task"])
+                       blocks=blocks, task=args["--task"], setup=setup)
     sinks = assemble(options, resume=args["--resume"], overwrite=args["--overwrite"],
                      json_path=args["--json"],
                      views=lambda skip: job_files(args, source) + job_views(args, out, err, source))
@@ -749,6 +761,31 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
         write_run_id(options.results, settings.run_id)  # for classh --kill RUN-ID
     summary = Run(source, options, sinks.observers, keep=sinks.keep, fanout=source.fanout()).run()
     return report_jobs(summary, source, len(source.skipped_ids), err)
+
+
+def job_nodes(args: dict, options: Options, err: SafeStream) -> list:
+    """The pool: --node and --node-file, then the --machines files (their notices said on
+    stderr); a node in both is an error naming it."""
+    from .jobs import NodeSpec, parse_nodes
+    from .machines import read_machines
+
+    nodes = []
+    if args["--node"] or args["--node-file"] or not args["--machines"]:
+        nodes = parse_nodes(args["--node"], args["--node-file"], expand=options.expand,
+                            max_hosts=options.max_hosts)
+    seen = {spec.target.label for spec in nodes}
+    for path in args["--machines"]:
+        machines, notices = read_machines(path, max_hosts=options.max_hosts)
+        for notice in notices:
+            _say(err, notice)
+        for machine in machines:
+            if machine.target.label in seen:
+                raise UsageError("node %r is in --machines %r and in another node list: give it "
+                                 "once" % (machine.target.label, path))
+            seen.add(machine.target.label)
+            nodes.append(NodeSpec(machine.target, machine.slots, ssh=machine.ssh, wd=machine.wd,
+                                  init_timeout=machine.init_timeout))
+    return nodes
 
 
 def block_input(args: dict):

@@ -46,6 +46,7 @@ from .prompts import HostAuth
 from .remote import remote_command
 from .results import KILLED, OK, Record, SSH_ERROR, TIMEOUT, last_line
 from .blocks import BlockInput
+from .nodesetup import NodeSetup
 from .kill import kill_command
 from .run import Run, assemble
 from .spawn import SpawnError, raise_fd_limit, spawn
@@ -70,6 +71,8 @@ PROBE_MARGIN = 5.0
 CLOSE_WAIT = 5.0
 #: Seconds between two looks at the node files (their size and time stamps).
 NODE_FILE_CHECK = 1.0
+#: Seconds a node's set-up (--init-file, --init-script) may take unless its init_timeout says.
+INIT_TIMEOUT = 300.0
 #: Seconds nvidia-smi may take on top of a probe's time.
 GPU_QUERY_TIME = 30.0
 #: The most MiB ``--gpu-mem`` may ask for.
@@ -105,10 +108,14 @@ class Job:
 
 @dataclass
 class NodeSpec:
-    """A node as asked for: the target and its number of slots."""
+    """A node as asked for: the target and its number of slots; from a ``--machines``
+    file also its ssh command line, working directory and set-up time limit."""
 
     target: Target
     slots: int
+    ssh: Optional[str] = None
+    wd: Optional[str] = None
+    init_timeout: Optional[float] = None
 
 
 @dataclass
@@ -136,6 +143,8 @@ class JobOptions:
     gpu_check: float = 30.0
     #: The exit status that means success (``--task-success-code``).
     success_code: int = 0
+    #: Seconds a node's set-up may take (a --machines entry's init_timeout wins).
+    init_timeout: float = INIT_TIMEOUT
     #: A job running longer than ``stall_factor`` times the moving average of completed
     #: durations (and ``stall_min`` s at least) is killed and runs again on another node;
     #: None: no stall watch.
@@ -159,6 +168,7 @@ class JobOptions:
             self.success_code = positive_int("task-success-code", self.success_code, 255)
         self.success_code = int(self.success_code)
         self.gpu_check = seconds("gpu-check", self.gpu_check)
+        self.init_timeout = seconds("init-timeout", self.init_timeout) or INIT_TIMEOUT
         try:
             self.stall_factor = seconds("stall-factor", self.stall_factor)
         except OptionError:
@@ -341,10 +351,13 @@ class _Node:
 
     __slots__ = ("label", "target", "slots", "links", "state", "running", "started",
                  "admitted", "pinned", "probes_left", "number", "gpus", "checking", "checked",
-                 "check_timer", "stalls", "rest_timer")
+                 "check_timer", "stalls", "rest_timer", "spec", "ssh", "setup")
 
-    def __init__(self, spec: NodeSpec, number: int):
+    def __init__(self, spec: NodeSpec, number: int, ssh: SshCommand):
         self.label, self.target, self.slots = spec.target.label, spec.target, spec.slots
+        self.spec = spec
+        self.ssh = ssh  # its ssh command line (a --machines entry's connect_cmd, else the run's)
+        self.setup: Optional[str] = None  # None, "running" or "done"
         self.number = number  # its place in the pool (names its masters' sockets)
         self.links: List[_Link] = []
         self.state = PROBING
@@ -368,6 +381,15 @@ class _GpuCheck:
 
     def __init__(self, link: _Link, first: bool):
         self.node, self.link, self.first = link.node, link, first
+
+
+class _Setup:
+    """A node's set-up (working directory, init files and script) over its first link."""
+
+    __slots__ = ("node", "link")
+
+    def __init__(self, link: _Link):
+        self.node, self.link = link.node, link
 
 
 class _Kill:
@@ -414,7 +436,8 @@ class JobSource(TaskSource):
     def __init__(self, nodes: List[NodeSpec], commands: List[str], options: Options,
                  job_options: Optional[JobOptions] = None, streams: Optional[Dict[int, str]] = None,
                  on_each_node: Optional[str] = None, notify: Callable[[str], None] = lambda line: None,
-                 blocks: Optional[BlockInput] = None, task: Optional[str] = None):
+                 blocks: Optional[BlockInput] = None, task: Optional[str] = None,
+                 setup: Optional[NodeSetup] = None):
         self.options = options
         self.job_options = job_options = job_options or JobOptions()
         self.notify = notify
@@ -424,13 +447,15 @@ class JobSource(TaskSource):
         self.errors: List[str] = []
         self.counts = {"retried": 0, "dropped": 0}
         self._ssh = SshCommand(options)
+        self._ssh_commands: Dict[str, SshCommand] = {}  # per distinct --machines connect_cmd
+        self._setup = setup or NodeSetup()  # a node's wd is made even without init files
         self._env = dict(os.environ)
         self._watch_stdin = not options.raw and not ssh_reads_no_stdin(options)
         self._control_dir = None
         if job_options.reuse and not options.persist:
             self._control_dir = tempfile.mkdtemp(prefix="classh-jobs-")  # mode 0700
         self._gpus = job_options.gpu_rule
-        self._nodes = [_Node(spec, number) for number, spec in enumerate(nodes)]
+        self._nodes = [self._new_node(spec, number) for number, spec in enumerate(nodes)]
         self._by_label = {node.label: node for node in self._nodes}
         self._queue: Deque[Job] = deque()
         self._free: Deque[_Link] = deque()  # one entry per free slot
@@ -477,6 +502,13 @@ class JobSource(TaskSource):
                 self._add_job(on_each_node, node)
 
     # -- set-up ------------------------------------------------------------
+    def _new_node(self, spec: NodeSpec, number: int) -> _Node:
+        if spec.ssh is None:
+            return _Node(spec, number, self._ssh)
+        if spec.ssh not in self._ssh_commands:
+            self._ssh_commands[spec.ssh] = SshCommand(self.options.replace(ssh=spec.ssh))
+        return _Node(spec, number, self._ssh_commands[spec.ssh])
+
     def _plan_links(self, node: _Node) -> None:
         """The node's connections, each probed; with GPUs, only the first until its GPUs
         are known (it is sized then)."""
@@ -517,7 +549,7 @@ class JobSource(TaskSource):
             return self._check_task(_GpuCheck(link, first=True))
         connect = self.options.connect_timeout or 10.0
         return Task(key="probe-%s-%d" % (link.node.label, link.index),
-                    argv=self._ssh.argv(link.node.target, "true", self._control_options(link, True)),
+                    argv=link.node.ssh.argv(link.node.target, "true", self._control_options(link, True)),
                     timeout=connect + PROBE_MARGIN, env=self._env, context=link,
                     auth=self._auth(), internal=True)
 
@@ -527,7 +559,7 @@ class JobSource(TaskSource):
         connect = self.options.connect_timeout or 10.0
         command = probe_command(self.job_options.run_id)
         return Task(key="gpus-%s-%d" % (link.node.label, link.index),
-                    argv=self._ssh.argv(link.node.target, command,
+                    argv=link.node.ssh.argv(link.node.target, command,
                                         self._control_options(link, check.first)),
                     timeout=connect + PROBE_MARGIN + GPU_QUERY_TIME, env=self._env, context=check,
                     auth=self._auth(), internal=True, keep_output=True)
@@ -656,18 +688,19 @@ class JobSource(TaskSource):
             self._retire(node)
         watch_stdin = self._watch_stdin and job.data is None
         return Task(key="job-%d" % job.id,
-                    argv=self._ssh.argv(node.target, self._remote(job, watch_stdin, gpu),
+                    argv=node.ssh.argv(node.target, self._remote(job, node, watch_stdin, gpu),
                                         self._control_options(link, False)),
                     input=job.data, timeout=self.options.timeout, env=self._env,
                     context=(job, node.label), attempt=job.attempts, auth=self._auth(),
                     hold_stdin=watch_stdin)
 
-    def _remote(self, job: Job, watch_stdin: bool, gpu: Optional[_Gpu] = None) -> str:
+    def _remote(self, job: Job, node: _Node, watch_stdin: bool, gpu: Optional[_Gpu] = None) -> str:
         if self.options.raw:
             return job.command
         return remote_command(job.command, watch_stdin,
                               tag="%s.%d" % (self.job_options.run_id, job.id),
-                              env=cuda_env(gpu.index) if gpu is not None else None)
+                              env=cuda_env(gpu.index) if gpu is not None else None,
+                              cwd=node.spec.wd)
 
     def fanout(self) -> int:
         """The supervisor's cap for this source: every slot plus one probe per connection."""
@@ -692,6 +725,8 @@ class JobSource(TaskSource):
         if task.internal:
             if isinstance(task.context, _Kill):
                 self._killed(task.context)
+            elif isinstance(task.context, _Setup):
+                self._set(task.context, record)
             elif isinstance(task.context, _GpuCheck):
                 self._gpus_seen(task.context, record)
             else:
@@ -727,7 +762,7 @@ class JobSource(TaskSource):
         self._killing[job.id] = None
         self._probes.append(Task(
             key="kill-%d" % job.id, internal=True, env=self._env, auth=self._auth(),
-            argv=self._ssh.argv(link.node.target, kill_command(
+            argv=link.node.ssh.argv(link.node.target, kill_command(
                 "%s.%d" % (self.job_options.run_id, job.id)), self._control_options(link, False)),
             timeout=(self.options.connect_timeout or 10.0) + PROBE_MARGIN, context=_Kill(link, job)))
 
@@ -771,12 +806,46 @@ class JobSource(TaskSource):
                 self._free.extend([link] * link.usable)
 
     def _ready(self, node: _Node) -> None:
-        """``node`` answered its probe: its slots go to the jobs (or wait for --max-nodes room)."""
+        """``node`` answered its probe: once set up, its slots go to the jobs (or wait for
+        --max-nodes room)."""
+        if self._setup.needed(node.spec.wd) and node.setup != "done":
+            if node.setup is None:
+                self._set_up(node)
+            return
         node.state = READY
         if self._admissible(node):
             self._admit(node)
         else:
             self._standby.append(node)
+
+    def _set_up(self, node: _Node) -> None:
+        """Make the node's working directory, copy the init files there, run the init script:
+        once, over its first connection (tagged RUN.0: ``--kill RUN`` ends it too)."""
+        link = node.links[0]
+        node.setup = "running"
+        link.running += 1
+        command = remote_command(self._setup.command(node.spec.wd), False,
+                                 tag="%s.0" % self.job_options.run_id)
+        self._probes.append(Task(
+            key="setup-%s" % node.label, internal=True, env=self._env, auth=self._auth(),
+            argv=node.ssh.argv(node.target, command, self._control_options(link, False)),
+            input=self._setup.archive or b"", context=_Setup(link),
+            timeout=node.spec.init_timeout or self.job_options.init_timeout))
+
+    def _set(self, setup: _Setup, record: Record) -> None:
+        """A node's set-up ended: the node is ready, or dropped saying why."""
+        node, link = setup.node, setup.link
+        link.running -= 1
+        if node.state != PROBING or self._stopping():
+            return
+        if record.status != OK:
+            if record.status in (TIMEOUT, KILLED):
+                self._kill_at_close.add(node.label)
+            self._drop(node, "set-up failed: " + _failure_reason(record))
+            self._check_nodes_left()
+            return
+        node.setup = "done"
+        self._ready(node)
 
     # -- GPUs ------------------------------------------------------------------
     def _gpus_seen(self, check: _GpuCheck, record: Record) -> None:
@@ -1150,7 +1219,8 @@ class JobSource(TaskSource):
         if not files or not all(os.path.isfile(path) for path in files):
             return False
         self._follow = _NodeFiles(list(node_args), list(files), expand, max_hosts, interval)
-        self._follow.members = set(self._by_label)
+        self._follow.members = {spec.target.label for spec in parse_nodes(
+            node_args, files, expand=expand, max_hosts=max_hosts)}  # not --machines' nodes
         return True
 
     def _check_node_files(self) -> None:
@@ -1198,7 +1268,7 @@ class JobSource(TaskSource):
             if node.label in self._follow.removed:
                 self._revive(node)
             return  # dropped or retired while listed: it stays so
-        node = _Node(spec, len(self._nodes))
+        node = self._new_node(spec, len(self._nodes))
         self._nodes.append(node)
         self._by_label[node.label] = node
         self._alive += 1
@@ -1210,12 +1280,9 @@ class JobSource(TaskSource):
         """``node`` left the node file and is back: its connections are used (or probed) again."""
         self._follow.removed.discard(node.label)
         self._alive += 1
-        node.state = READY if any(link.up for link in node.links) else PROBING
-        if node.state == READY:
-            if self._admissible(node):
-                self._admit(node)
-            else:
-                self._standby.append(node)
+        node.state = PROBING
+        if any(link.up for link in node.links):
+            self._ready(node)  # set up first if its set-up never ended
         if node.probes_left == 0:
             for link in node.links:
                 if not link.up:
@@ -1235,7 +1302,10 @@ class JobSource(TaskSource):
 
     def _unplanned(self, context: Union[_Link, _GpuCheck]) -> None:
         """A probe or GPU look that will not run after all (its node left the pool)."""
-        if isinstance(context, _GpuCheck) and not context.first:
+        if isinstance(context, _Setup):
+            context.link.running -= 1
+            context.node.setup = None
+        elif isinstance(context, _GpuCheck) and not context.first:
             context.node.checking = False
             context.link.running -= 1
         else:
@@ -1280,9 +1350,9 @@ class JobSource(TaskSource):
             return
         links = [link for node in self._nodes for link in node.links if link.up]
         kill = kill_command(self.job_options.run_id)
-        _run_all([self._ssh.argv(link.node.target, kill, self._control_options(link, False))
+        _run_all([link.node.ssh.argv(link.node.target, kill, self._control_options(link, False))
                   for link in links if link.index == 0 and link.node.label in self._kill_at_close])
-        _run_all([self._ssh.control_argv(link.node.target, "exit", link.path) for link in links])
+        _run_all([link.node.ssh.control_argv(link.node.target, "exit", link.path) for link in links])
         shutil.rmtree(self._control_dir, ignore_errors=True)
         self._control_dir = None
 

@@ -47,9 +47,10 @@ outlives the session.
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Mapping, Optional
 
-__all__ = ["GRACE", "NAME", "remote_command", "quote_word"]
+__all__ = ["GRACE", "NAME", "remote_command", "quote_word", "remote_word"]
 
 #: Seconds between the SIGTERM and the SIGKILL sent to the remote process group.
 GRACE = 1
@@ -93,8 +94,22 @@ def quote_word(text: str) -> str:
     return "'" + text.translate(_UNQUOTED) + "'"
 
 
+def remote_word(path: str) -> str:
+    """``path`` as one safe POSIX shell word on the target: quoted, ``~/`` -> ``"$HOME"/``,
+    a relative ``-x`` -> ``./-x``."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        rest = path[2:]
+        return '"$HOME"/' + (shlex.quote(rest) if rest else "")
+    if path.startswith("-"):
+        path = "./" + path
+    return shlex.quote(path)
+
+
 def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None,
-                   parent: str = "$PPID", env: Optional[Mapping[str, str]] = None) -> str:
+                   parent: str = "$PPID", env: Optional[Mapping[str, str]] = None,
+                   cwd: Optional[str] = None) -> str:
     """The line to hand ssh so that ``command`` dies with the session.
 
     ``watch_stdin``: the caller keeps ssh's stdin open and writes nothing to
@@ -107,7 +122,8 @@ def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None,
     process) or ``$1`` (passed in by the sudo wrapper, see
     :meth:`classh.prompts.SudoWrapper.wrap`). ``env`` is exported too (job
     mode's ``CUDA_VISIBLE_DEVICES``): names are letters, digits and ``_``,
-    values as a tag's.
+    values as a tag's. ``cwd``: COMMAND runs in that directory (``~/`` is
+    the home directory); if it cannot go there it exits 1 without running.
     """
     if parent not in ("$PPID", "$1"):
         raise ValueError("parent must be $PPID or $1, not %r" % parent)
@@ -119,6 +135,8 @@ def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None,
         if not (_ENV_NAME.match(name) and _TAG.match(value)):
             raise ValueError("bad %s=%r: use letters, digits and ._:@%%+=- only" % (name, value))
         watch = "%s=%s; export %s; %s" % (name, value, name, watch)
+    if cwd is not None:
+        watch = "cd -- %s || exit 1; %s" % (remote_word(cwd), watch)
     fallback, inline = _EXEC_SH, _INLINE
     if "\n" in command and _NEWLINE not in command:
         # csh cannot hold a newline in quotes: it travels as \001, put back by tr.

@@ -37,6 +37,7 @@ import tarfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .observers import Observer, SinkError
+from .remote import remote_word
 from .results import OK, Record, ResultsError, result_path
 
 __all__ = ["TransferError", "copy_plan", "slurp_command", "safe_extract", "SlurpSink",
@@ -52,19 +53,6 @@ class TransferError(ValueError):
 
 
 # -- remote paths -----------------------------------------------------------------
-
-def _remote_word(path: str) -> str:
-    """``path`` as one safe remote shell word: quoted, ``~/`` -> ``"$HOME"/``,
-    relative ``-x`` -> ``./-x``."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        rest = path[2:]
-        return '"$HOME"/' + (shlex.quote(rest) if rest else "")
-    if path.startswith("-"):
-        path = "./" + path
-    return shlex.quote(path)
-
 
 def _check_path(path: str, what: str) -> None:
     if not path:
@@ -139,7 +127,7 @@ def copy_plan(sources: Sequence[str], dest: str) -> Tuple[str, bytes]:
             except OSError as exc:
                 raise TransferError("cannot read %s: %s" % (exc.filename or source,
                                                              exc.strerror or exc)) from None
-    target = _remote_word(dest)
+    target = remote_word(dest)
     if len(entries) == 1 and single_file_mode is not None and not dest.endswith("/"):
         write = "tar -x -O -f - > %s" % target
         if single_file_mode & 0o111:
@@ -176,7 +164,7 @@ def slurp_command(remote: str) -> str:
         parent = "./" + parent  # never looked up in CDPATH (cd would print it to stdout)
     if name.startswith("-"):
         name = "./" + name
-    return "cd -- %s && tar -c -f - %s" % (_remote_word(parent), shlex.quote(name))
+    return "cd -- %s && tar -c -f - %s" % (remote_word(parent), shlex.quote(name))
 
 
 # -- safe extraction ----------------------------------------------------------------
