@@ -353,6 +353,26 @@ def test_loop_cancelled_timers_do_not_run():
     assert ran == ["kept", "end"]
 
 
+def test_a_cancelled_or_fired_timer_lets_go_of_what_its_callback_holds():
+    """A finished child's linger timer is cancelled, not run: the child (and its task's
+    input, a block of megabytes) must be freed then, not when the timer would have fired."""
+    import weakref
+
+    class Held:
+        pass
+
+    with EventLoop() as loop:
+        cancelled, fired = Held(), Held()
+        gone = [weakref.ref(cancelled), weakref.ref(fired)]
+        timer = loop.call_later(3600, lambda held=cancelled: held)
+        loop.call_later(0, lambda held=fired: held)
+        del cancelled, fired
+        loop.cancel(timer)
+        assert gone[0]() is None  # cancelled: freed at once, not in an hour
+        loop.run_once(0.5)
+        assert gone[1]() is None  # fired: freed once run
+
+
 def test_loop_many_cancellations_compact_the_heap_and_keep_the_rest_in_order():
     ran = []
     with EventLoop() as loop:

@@ -263,6 +263,7 @@ class EventLoop:
         if timer is None or timer.cancelled:
             return
         timer.cancelled = True
+        timer.callback = None  # what it holds (a finished child, its input) is freed now
         self._cancelled_timers += 1
         if self._cancelled_timers > 512 and self._cancelled_timers > len(self._timers) // 2:
             self._timers = [entry for entry in self._timers if not entry[2].cancelled]
@@ -278,7 +279,8 @@ class EventLoop:
                 self._cancelled_timers -= 1
                 continue
             timer.cancelled = True
-            timer.callback()
+            callback, timer.callback = timer.callback, None
+            callback()
 
     def _next_timeout(self) -> Optional[float]:
         timers = self._timers
