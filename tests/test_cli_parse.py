@@ -220,3 +220,19 @@ def test_sudo_user_and_persist_values_reach_the_options():
     options = cli.build_options(args, {})
     assert options.sudo and options.sudo_user == "root" and options.persist == 300
     assert cli.build_options(cli.parse(["--raw", "true", "h"]), {}).raw
+
+
+def test_every_long_option_of_the_usage_is_in_the_man_page():
+    """--help (the docopt usage) and man/classh.1 describe the same options."""
+    import os
+    import re
+
+    from classh.cli import USAGE
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "man", "classh.1")) as fh:
+        man = fh.read().replace("\\-", "-")
+    options = set(re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z-]*)", USAGE, re.M))
+    assert len(options) > 40
+    missing = sorted(name for name in options if name not in man)
+    assert missing == []
