@@ -945,15 +945,14 @@ _TIMEOUT_FLAGS = {"classh": "-t", "pssh": "-t", "clush": "-u"}
 KILL_CHECK_AFTER = 3.0
 
 
-def marked_pids(mark):
-    """Live (non-zombie) pids whose command line is exactly ``sleep MARK``."""
-    want = b"sleep\0" + mark.encode() + b"\0"
+def _live_pids(matches):
+    """Live (non-zombie) pids, not this one, whose command line ``matches(cmdline)``."""
     found = []
     for name in os.listdir("/proc"):
-        if name.isdigit():
+        if name.isdigit() and int(name) != os.getpid():
             try:
                 with open("/proc/%s/cmdline" % name, "rb") as fh:
-                    if fh.read() != want:
+                    if not matches(fh.read()):
                         continue
                 with open("/proc/%s/stat" % name, "rb") as fh:
                     if fh.read().rpartition(b")")[2].split()[0] != b"Z":
@@ -961,6 +960,12 @@ def marked_pids(mark):
             except (OSError, IndexError):
                 pass
     return found
+
+
+def marked_pids(mark):
+    """Live (non-zombie) pids whose command line is exactly ``sleep MARK``."""
+    want = b"sleep\0" + mark.encode() + b"\0"
+    return _live_pids(lambda cmdline: cmdline == want)
 
 
 def _kill_argv(setup, tool, hostfile, fleet, command, ended_by):
@@ -1807,20 +1812,7 @@ def mark_procs(*marks):
     """Live pids whose command line holds one of ``marks`` anywhere (a job's sleep, its
     shells and watchdog on the target, classh and its ssh children here)."""
     wanted = [m.encode() for m in marks]
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != os.getpid():
-            try:
-                with open("/proc/%s/cmdline" % name, "rb") as fh:
-                    cmdline = fh.read()
-                if not any(w in cmdline for w in wanted):
-                    continue
-                with open("/proc/%s/stat" % name, "rb") as fh:
-                    if fh.read().rpartition(b")")[2].split()[0] != b"Z":
-                        found.append(int(name))
-            except (OSError, IndexError):
-                pass
-    return found
+    return _live_pids(lambda cmdline: any(w in cmdline for w in wanted))
 
 
 def kill_run_table(sc):

@@ -7,6 +7,7 @@ whatever is still there at teardown.
 """
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -72,3 +73,21 @@ def start_classh(fleet, args, env=None):
 def running_on_target(mark, count, timeout=20):
     """Wait until ``count`` processes of ``mark`` run; fail the test if they never do."""
     assert wait_for(lambda: len(pids_of(mark)) >= count, timeout), "the command never started"
+
+
+def signal_when_running(ssh_command, args, mark, count, signum=signal.SIGTERM, timeout=30):
+    """Start classh ``args`` (ssh: ``ssh_command``), wait until ``count`` processes of
+    ``mark`` run on the target, send ``signum``; classh's exit status (killed by pid if it
+    outlives ``timeout``)."""
+    proc = subprocess.Popen([sys.executable, CLASSH] + list(args),
+                            env=base_env({"CLASSH_SSH": ssh_command}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        running_on_target(mark, count)
+        proc.send_signal(signum)
+        proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

@@ -8,7 +8,6 @@ the GPUs a test gives it. Jobs report the ``CUDA_VISIBLE_DEVICES`` they got.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import pytest
 
 from conftest import CLASSH, base_env
 from gpufleet import GpuFleet, gpu
-from leftovers import leftovers, with_marker
+from leftovers import leftovers, signal_when_running, with_marker
 
 import classh
 from classh.gpus import Gpu, GpuRule, assess, cuda_env, parse_probe, probe_command
@@ -349,18 +348,7 @@ def test_bad_gpu_options_are_one_line_exit_2(gpus, args, message):
 def test_sigterm_mid_run_leaves_no_gpu_job_on_the_node(gpus):
     gpus.set_gpus("gpu1", [gpu(0), gpu(1)])
     mark, command = with_marker("sleep {m}")
-    proc = subprocess.Popen([sys.executable, CLASSH, "--node", "gpu1", "--gpus", "--job", command,
-                             "--job", command, "--job", command],
-                            env=base_env({"CLASSH_SSH": gpus.ssh_command}),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        from leftovers import running_on_target
-        running_on_target(mark, 2)
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143
+    rc = signal_when_running(gpus.ssh_command, ["--node", "gpu1", "--gpus", "--job", command,
+                                                "--job", command, "--job", command], mark, 2)
+    assert rc == 143
     assert leftovers(mark) == []

@@ -5,7 +5,6 @@ this machine, so tasks can leave marks the test reads.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import time
 import pytest
 
 from conftest import CLASSH, base_env
-from leftovers import leftovers, running_on_target, with_marker
+from leftovers import leftovers, running_on_target, signal_when_running, with_marker
 
 SUM = "awk '{s+=$1} END {print s+0}'"
 
@@ -131,19 +130,9 @@ def test_a_killed_run_leaves_no_block_task_on_the_target(fleet, tmp_path, sweep)
     sweep.append(mark)
     path = tmp_path / "in"
     path.write_text("a\nb\nc\nd\n")
-    proc = subprocess.Popen([sys.executable, CLASSH, "--node", "node[1-2]*2", "--input",
-                             str(path), "--task", "cat >/dev/null; " + command],
-                            env=base_env({"CLASSH_SSH": fleet.ssh_command}),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        running_on_target(mark, 4)
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143
+    rc = signal_when_running(fleet.ssh_command, ["--node", "node[1-2]*2", "--input", str(path),
+                                                 "--task", "cat >/dev/null; " + command], mark, 4)
+    assert rc == 143
     assert leftovers(mark) == []
 
 

@@ -6,14 +6,12 @@ the stand-in ssh, where each node's commands can tell which node they run on.
 """
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 import classh
-from conftest import CLASSH, STANDIN, base_env
+from conftest import STANDIN
 from leftovers import leftovers, with_marker
 
 from classh.jobs import JobOptions, JobSource

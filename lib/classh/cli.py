@@ -725,7 +725,7 @@ def job_run_options(args: dict, environ, options: Options) -> Options:
 
 def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
     """Job mode: jobs over node slots (see the scheduler, :mod:`classh.jobs`); the exit status."""
-    from .jobs import JobSource, parse_nodes, read_jobs
+    from .jobs import JobSource, read_jobs
 
     if 1 in closed and shows_per_host(args):
         need_stdout(closed, "the job output", "redirect it, or use -q -o DIR")
