@@ -140,6 +140,34 @@ def test_kill_a_run_and_one_job_of_another_over_the_node_file(fleet, sweep, tmp_
         stop(run_b)
 
 
+def test_jobs_of_a_live_run_killed_by_tag_are_not_run_again_nor_their_node_dropped(fleet,
+                                                                                   sweep):
+    """ssh says nothing and exits 255 when the job's process dies of a signal: the running
+    classh must not take that for a dead node and start the job again elsewhere."""
+    a, command_a = with_marker("sleep {m}")
+    sweep.append(a)
+    run = start_classh(fleet, ["--retries", "3", "--node", "node1*2", "--node", "node2*2",
+                               "--node", "node3", "--job", command_a, "--job", command_a,
+                               "--job", "sleep 4; echo late"])
+    try:
+        run_id = run_id_of(run)
+        assert wait_for(lambda: len(pids_of(a)) == 2, 30)
+        r = run_classh(["--kill", "%s.1" % run_id, "node1", "node2", "node3"],
+                       env={"CLASSH_SSH": fleet.ssh_command})
+        assert r.rc == 0, r
+        r = run_classh(["--kill", "%s.2" % run_id, "node1", "node2", "node3"],
+                       env={"CLASSH_SSH": fleet.ssh_command})
+        assert r.rc == 0, r
+        out, err = run.communicate(timeout=60)
+    finally:
+        stop(run)
+    assert leftovers(a) == []
+    err = err.decode()
+    assert "dropped" not in err and "retried" not in err, err
+    assert "killed on the node" in err and out == b"late\n"
+    assert run.returncode == 3, err  # killed jobs
+
+
 def test_twenty_hosts_one_run_killed_within_3_s_the_other_untouched(fleet, sweep):
     a, command_a = with_marker("sleep {m}")
     b, command_b = with_marker("sleep {m}")

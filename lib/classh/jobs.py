@@ -1027,6 +1027,10 @@ class JobSource(TaskSource):
             job.attempts -= 1
             self._requeue(job)
             return False
+        if status == SSH_ERROR and _killed_on_node(record, link):
+            record.error = "killed on the node (a signal, e.g. classh --kill): not run again"
+            record.interrupted = True  # a kill, as with -t or Ctrl-C: exit 3, not 4
+            return True
         if status == SSH_ERROR or (self.job_options.fail_node_on_error and job.pin is None):
             self._drop(node, "job-%d: %s" % (job.id, _failure_reason(record)))
         if job.attempts >= self.job_options.retries:
@@ -1379,6 +1383,14 @@ class _NodeFiles:
             except OSError as exc:
                 seen.append(exc.strerror)
         return tuple(seen)
+
+
+def _killed_on_node(record: Record, link: _Link) -> bool:
+    """ssh's 255 without a word, through a private master that is up: the job's process
+    was killed on the node (ssh says nothing then); a lost connection or master makes the
+    mux client or ssh say why."""
+    return (link.path is not None and record.exitcode == 255 and not record.stderr.strip()
+            and not record.timed_out and not record.interrupted and os.path.exists(link.path))
 
 
 def _link_with_room(node: _Node) -> Optional[_Link]:
