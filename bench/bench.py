@@ -5,7 +5,8 @@
 
 Scenarios (one run of each tool, command ``true``, same hosts, same fanout);
 ``make bench`` runs all but standin-500 and standin-50k (``--all`` adds them,
-``--only NAME`` runs any one), to stay under eight minutes on two cores:
+and gpu-40's local floor, and blocks-1g's 1 MiB blocks; ``--only NAME`` runs any
+one), to stay under eight minutes on two cores:
 
   standin-100   stand-in ssh, 10,000 hosts, fanout 100, every tool
   standin-500   stand-in ssh, 10,000 hosts, fanout 500, every tool
@@ -38,7 +39,8 @@ Job mode (a queue of jobs over node slots; a node listed k times = k slots):
                 and -S -M; every tool must print each job's line once.
                 classh runs first; a peer is stopped at 6x classh's time
                 (at least 15 s, 8 s with --quick; ``--cap 0``: never), a
-                lower bound that still decides the 5x bars
+                lower bound that still decides the 5x bars; -S -M, whose bar
+                is only "faster than", at 3x classh's time (at least 5 s)
   jobs-20k      stand-in ssh, 20,000 ``true`` jobs over 50 nodes x 8 slots:
                 classh --format json, every job's record (exit 0) counted;
                 classh's own CPU (RUSAGE_SELF of the process running it,
@@ -55,7 +57,8 @@ Job mode (a queue of jobs over node slots; a node listed k times = k slots):
                 GPUs, gpu2's gpu1 taken by a foreign process: classh --gpus -o
                 DIR; from summary.jsonl and each job's .out: the most jobs
                 running at once, jobs on the busy GPU; GNU parallel -j 3
-                locally as a floor (no peer has GPU slots)
+                locally as a floor with ``--all`` only (no peer has GPU
+                slots)
   kill-run      real sshd, 20 hosts: two classh job runs (20 ``sleep MARK_A``
                 jobs, 20 ``sleep MARK_B``, default --retries), then classh
                 --kill RUN_A over the 20 hosts: seconds until no MARK_A process
@@ -66,7 +69,9 @@ Job mode (a queue of jobs over node slots; a node listed k times = k slots):
                 10 nodes x 2 slots, task ``wc -l``: classh --input FILE -k,
                 classh --input - (the file on stdin), GNU parallel --pipe -N
                 10000 -S 2/node1,... and with -M (--tmpdir in the bench's
-                tmp; stopped at 6x classh like jobs-400); every tool's 100
+                tmp; stopped at 6x classh like jobs-400, -M at 3x, at least
+                5 s: it starts a ControlMaster per block, 78-81 s when let
+                finish); every tool's 100
                 counts must add up to 1,000,000, classh's -k output must equal
                 ``wc -l`` run locally on each block
   blocks-1g     real sshd, 2^30 bytes of 128-byte lines from ``yes | head
@@ -365,6 +370,13 @@ def _kill_pids(pids, sig):
             pass
 
 
+def _killpg(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def measure(argv, env, workdir, name, timeout, stdin_path=None):
     """Run argv once; return a dict of measurements.
 
@@ -397,13 +409,17 @@ def measure(argv, env, workdir, name, timeout, stdin_path=None):
             done.wait(0.05)
 
     def killer():
+        # killpg, not a /proc scan: GNU parallel --pipe -M forks thousands of
+        # processes and a scan under that load took 50 s to stop it.  What the
+        # tool put in other groups of its session is swept once it is reaped.
         if done.wait(timeout):
             return
         state["timed_out"] = True
-        _kill_pids(_group_members(pid), signal.SIGTERM)
+        state["stopped_at"] = time.monotonic() - t0
+        _killpg(pid, signal.SIGTERM)
         if done.wait(3):
             return
-        _kill_pids(_group_members(pid), signal.SIGKILL)
+        _killpg(pid, signal.SIGKILL)
 
     threads = [threading.Thread(target=sampler, daemon=True),
                threading.Thread(target=killer, daemon=True)]
@@ -437,6 +453,8 @@ def measure(argv, env, workdir, name, timeout, stdin_path=None):
         # Not shown in the tables: see the module docstring.
         "rusage_maxrss_mb": ru.ru_maxrss / 1024.0,
         "timed_out": state["timed_out"],
+        # when the time limit stopped it (a capped peer's lower bound), None if it did not
+        "stopped_at": state.get("stopped_at"),
         "leftovers_killed": leftovers,
         "stdout": out_path,
         "stderr": err_path,
@@ -1064,6 +1082,11 @@ DYING_SLEEP = 0.3
 JOB_CAP = 6
 JOB_CAP_MIN = 15.0
 JOB_CAP_MIN_QUICK = 8.0  # --quick: a smoke run
+#: A peer whose only bar is "classh faster than it" (GNU parallel -S -M: 15x and
+#: 50x classh's time here when let finish) is stopped sooner: at FAR_CAP x
+#: classh's time, never before FAR_CAP_MIN s, a lower bound that still decides it.
+FAR_CAP = 3
+FAR_CAP_MIN = 5.0
 JOB_LINE = re.compile(r"^job (\d+)$")
 #: classh's line for a node it drops (``classh: node dead1 dropped: ...``).
 DROPPED_LINE = re.compile(r"(?m)^classh: node (\S+) dropped: ")
@@ -1197,10 +1220,22 @@ def check_job_lines(row, m, njobs):
             m["rc"], row["ok"], njobs, row["twice"], _tail(m["stderr"]))
 
 
+def job_cap(args, first, times=JOB_CAP, floor=None):
+    """(seconds, why) at which a peer is stopped: times x classh's wall (its row
+    ``first``), never before floor (JOB_CAP_MIN, or JOB_CAP_MIN_QUICK with --quick);
+    (None, None) with --cap 0 or when classh failed."""
+    if not args.cap or first.get("status") != "ok":
+        return None, None
+    if floor is None:
+        floor = JOB_CAP_MIN_QUICK if args.quick else JOB_CAP_MIN
+    return max(floor, times * first["wall"]), "%dx classh, at least %.0f s" % (times, floor)
+
+
 def run_job_tool(setup, label, argv, env, njobs, timeout, tag, stdin_path=None,
-                 check=check_job_lines, shown=None, cap=None):
+                 check=check_job_lines, shown=None, cap=(None, None)):
     """One timed run of a job tool; a row with wall, CPU, RSS, ok = jobs done.
-    cap (seconds, or None): stop it there, a lower bound (status CAPPED)."""
+    cap ((seconds, why) from job_cap): stop it there, a lower bound (status CAPPED)."""
+    cap, cap_why = cap
     row = {"tool": label, "jobs": njobs,
            "argv": shown or " ".join(shlex.quote(a) for a in argv) + (
                " < " + stdin_path if stdin_path else ""),
@@ -1214,8 +1249,9 @@ def run_job_tool(setup, label, argv, env, njobs, timeout, tag, stdin_path=None,
         return row
     check(row, m, njobs)
     if m["timed_out"] and capped:
-        row.update(status="CAPPED", capped=True, note="stopped at %.1f s = %dx classh; %d jobs "
-                   "printed by then" % (cap, JOB_CAP, row.get("ok") or 0))
+        row.update(status="CAPPED", capped=True, wall=m["stopped_at"], stop_s=m["wall"],
+                   note="stopped at %.1f s (%s); %d jobs printed by then" % (
+                       cap, cap_why, row.get("ok") or 0))
     log("  %-16s %s wall %.2f s cpu %.2f s%s" % (
         label, row["status"], m["wall"], m["cpu"],
         "  (%s)" % row["note"] if row.get("note") else ""))
@@ -1291,9 +1327,7 @@ def sc_jobs_400(setup, args, nnodes, slots, njobs):
         first = run_job_tool(setup, "classh", classh_jobs_argv(setup, nf, jf, ssh_cmd),
                              env, njobs, args.timeout, name + "-classh")
         sc["rows"].append(first)
-        cap = None
-        if args.cap and first.get("status") == "ok":
-            cap = max(JOB_CAP_MIN_QUICK if args.quick else JOB_CAP_MIN, JOB_CAP * first["wall"])
+        cap = job_cap(args, first)
         if clstr:
             cenv = dict(env, PATH=wrapper_bin(setup, name, cfg) + os.pathsep + env["PATH"])
             argv = [sys.executable, "-c", PTY_RUN, clstr, "--node-file", nf, "--job-file", jf]
@@ -1306,7 +1340,8 @@ def sc_jobs_400(setup, args, nnodes, slots, njobs):
                                "status": "SKIPPED", "note": clstr_note})
         par = setup.paths.get("parallel")
         logins = ",".join("%d/%s" % (slots, h) for h in fleet.hosts)
-        for label, flags in (("parallel -S", []), ("parallel -S -M", ["-M"])):
+        far = job_cap(args, first, FAR_CAP, FAR_CAP_MIN)
+        for label, flags, stop in (("parallel -S", [], cap), ("parallel -S -M", ["-M"], far)):
             if not par:
                 sc["rows"].append({"tool": label, "jobs": njobs, "status": "SKIPPED",
                                    "note": setup.peer_notes.get("parallel", "not installed")})
@@ -1314,7 +1349,7 @@ def sc_jobs_400(setup, args, nnodes, slots, njobs):
             argv = [par, "--will-cite", "-S", logins, "--ssh", ssh_cmd] + flags
             sc["rows"].append(run_job_tool(setup, label, argv, env, njobs, args.timeout,
                                            name + "-parallel" + "".join(flags), stdin_path=jf,
-                                           cap=cap))
+                                           cap=stop))
     finally:
         _drop_fleet(fleet)
     sc["table"] = job_table(sc)
@@ -1623,7 +1658,8 @@ def sc_gpu_40(setup, args, njobs=GPU_JOBS):
         sc["rows"].append(row)
     finally:
         _drop_fleet(fleet)
-    sc["rows"].append(gpu_floor_row(setup, args, jf, njobs))
+    if args.all:    # a local floor, no peer: 14 s that make bench can spare
+        sc["rows"].append(gpu_floor_row(setup, args, jf, njobs))
     sc["table"] = gpu_table(sc)
     return sc
 
@@ -1947,9 +1983,7 @@ def sc_blocks_1m(setup, args):
                                            "%s-%s" % (name, label.replace(" ", "")),
                                            stdin_path=stdin_path, check=check))
         first = sc["rows"][0]
-        cap = None
-        if args.cap and first.get("status") == "ok":
-            cap = max(JOB_CAP_MIN_QUICK if args.quick else JOB_CAP_MIN, JOB_CAP * first["wall"])
+        caps = {"": job_cap(args, first), "-M": job_cap(args, first, FAR_CAP, FAR_CAP_MIN)}
         par = setup.paths.get("parallel")
         # --tmpdir: -M's control_path_dir-* (one per --pipe job) land in the bench's tmp.
         ptmp = os.path.join(setup.tmp, name + "-parallel-tmp")
@@ -1965,7 +1999,7 @@ def sc_blocks_1m(setup, args):
             sc["rows"].append(run_job_tool(
                 setup, label, argv, env, nblocks, args.timeout,
                 "%s-parallel%s" % (name, "".join(extra)), stdin_path=data,
-                check=check_block_counts(nblocks, BLOCKS_LINES), cap=cap))
+                check=check_block_counts(nblocks, BLOCKS_LINES), cap=caps["".join(extra)]))
     finally:
         _drop_fleet(fleet)
     sc["table"] = blocks_table(sc)
@@ -2520,6 +2554,46 @@ def parse_args(argv):
     return a
 
 
+def run_scenario(setup, args, sizes, scs, name):
+    """Run scenario name; its result lands in scs[name]."""
+    if name == "standin-100":
+        scs[name] = sc_standin(setup, args, sizes["hosts"], 100, name, TOOLS)
+    elif name == "standin-500":
+        scs[name] = sc_standin(setup, args, sizes["hosts"], 500, name, TOOLS)
+    elif name == "standin-50k":
+        sc = sc_standin(setup, args, sizes["big"], 500, name, ["classh"])
+        scs[name] = sc
+    elif name == "results-dir":
+        plain = _row(scs.get("standin-100"), "classh")
+        scs[name] = sc_results_dir(setup, args, sizes["hosts"], 100, plain)
+    elif name == "real-sshd":
+        scs[name] = sc_real(setup, args, sizes["real"], 100)
+    elif name == "auth":
+        scs[name] = sc_auth(setup, args, sizes["real"], 100)
+    elif name == "persist":
+        scs[name] = sc_persist(setup, args, sizes["real"], 100)
+    elif name == "api":
+        scs[name] = sc_api(setup, args, sizes["api"], 100)
+    elif name == "remote-kill":
+        scs[name] = sc_remote_kill(setup, args, sizes["kill"])
+    elif name == "jobs-400":
+        scs[name] = sc_jobs_400(setup, args, *JOB_SIZES[args.quick][name])
+    elif name == "jobs-20k":
+        scs[name] = sc_jobs_20k(setup, args, *JOB_SIZES[args.quick][name])
+    elif name == "jobs-dying":
+        scs[name] = sc_jobs_dying(setup, args, *JOB_SIZES[args.quick][name])
+    elif name == "gpu-40":
+        scs[name] = sc_gpu_40(setup, args)
+    elif name == "kill-run":
+        scs[name] = sc_kill_run(setup, args)
+    elif name == "blocks-1m":
+        scs[name] = sc_blocks_1m(setup, args)
+    elif name == "blocks-1g":
+        scs[name] = sc_blocks_1g(setup, args)
+    elif name == "blocks-stall":
+        scs[name] = sc_blocks_stall(setup, args)
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     sizes = ({"hosts": 1000, "big": 5000, "real": 50, "api": 200, "kill": 20} if args.quick
@@ -2545,42 +2619,12 @@ def main(argv=None):
         signal.signal(sig, on_signal)
     try:
         for name in wanted:
-            if name == "standin-100":
-                scs[name] = sc_standin(setup, args, sizes["hosts"], 100, name, TOOLS)
-            elif name == "standin-500":
-                scs[name] = sc_standin(setup, args, sizes["hosts"], 500, name, TOOLS)
-            elif name == "standin-50k":
-                sc = sc_standin(setup, args, sizes["big"], 500, name, ["classh"])
-                scs[name] = sc
-            elif name == "results-dir":
-                plain = _row(scs.get("standin-100"), "classh")
-                scs[name] = sc_results_dir(setup, args, sizes["hosts"], 100, plain)
-            elif name == "real-sshd":
-                scs[name] = sc_real(setup, args, sizes["real"], 100)
-            elif name == "auth":
-                scs[name] = sc_auth(setup, args, sizes["real"], 100)
-            elif name == "persist":
-                scs[name] = sc_persist(setup, args, sizes["real"], 100)
-            elif name == "api":
-                scs[name] = sc_api(setup, args, sizes["api"], 100)
-            elif name == "remote-kill":
-                scs[name] = sc_remote_kill(setup, args, sizes["kill"])
-            elif name == "jobs-400":
-                scs[name] = sc_jobs_400(setup, args, *JOB_SIZES[args.quick][name])
-            elif name == "jobs-20k":
-                scs[name] = sc_jobs_20k(setup, args, *JOB_SIZES[args.quick][name])
-            elif name == "jobs-dying":
-                scs[name] = sc_jobs_dying(setup, args, *JOB_SIZES[args.quick][name])
-            elif name == "gpu-40":
-                scs[name] = sc_gpu_40(setup, args)
-            elif name == "kill-run":
-                scs[name] = sc_kill_run(setup, args)
-            elif name == "blocks-1m":
-                scs[name] = sc_blocks_1m(setup, args)
-            elif name == "blocks-1g":
-                scs[name] = sc_blocks_1g(setup, args)
-            elif name == "blocks-stall":
-                scs[name] = sc_blocks_stall(setup, args)
+            began = time.monotonic()
+            run_scenario(setup, args, sizes, scs, name)
+            if name in scs:
+                scs[name]["seconds"] = round(time.monotonic() - began, 1)
+                log("bench: %s took %.0f s (%.0f s so far)" % (
+                    name, scs[name]["seconds"], time.monotonic() - t0))
     except KeyboardInterrupt:
         log("bench: interrupted; writing what was measured")
     finally:
