@@ -5,7 +5,7 @@
 
 Scenarios (one run of each tool, command ``true``, same hosts, same fanout);
 ``make bench`` runs all but standin-500 and standin-50k (``--all`` adds them,
-and gpu-40's local floor, and blocks-1g's 1 MiB blocks; ``--only NAME`` runs any
+and gpu-40's local floor, and blocks-1g's 16 MiB blocks; ``--only NAME`` runs any
 one), to stay under eight minutes on two cores:
 
   standin-100   stand-in ssh, 10,000 hosts, fanout 100, every tool
@@ -1879,12 +1879,13 @@ BLOCKS_WALL_BAR = 3.7       # the issue's 2.5x parallel --pipe -S measured there
 BLOCKS_PEER_TIMES = 2.5
 BLOCKS_RSS_BAR = 100.0      # MB, classh's peak RSS in both block scenarios
 #: blocks-1g: 2^30 bytes of 128-byte lines (``yes`` of 127 x's), 8,388,608
-#: lines, once in blocks of 2^17 lines (16 MiB: 64 blocks), once in blocks of
-#: 2^13 lines (1 MiB: 1,024 blocks; only with --all).  Each running block is held whole by
-#: classh, so its peak RSS grows with slots x block size.
+#: lines, once in blocks of 2^15 lines (4 MiB: 256 blocks), once in blocks of
+#: 2^17 lines (16 MiB: 64 blocks; only with --all).  classh holds a block whole until it
+#: is done (it may run again), at most 32 MiB of them (one at least) plus 16 MiB read
+#: ahead, so its peak RSS is bounded; with 16 MiB blocks that bound is just above the bar.
 GIG_BYTES = 1 << 30
 GIG_LINE = 128
-GIG_BLOCK_LINES = (1 << 17, 1 << 13)
+GIG_BLOCK_LINES = (1 << 15, 1 << 17)
 #: blocks-stall: 40 one-line blocks (sleep STALL_WORK each) over 4 nodes x 2
 #: slots; block STALL_BLOCK sleeps STALL_HANG on its first attempt only.
 STALL_BLOCKS = 40

@@ -185,3 +185,38 @@ def test_an_empty_input_is_no_job_exit_2(classh):
     r = classh("--node", "node1", "--input", "-", "--task", "cat", input=b"")
     assert r.rc == 2, r
     assert "no job to run (the input holds no block)" in r.err
+
+
+def test_blocks_held_at_once_are_bounded_in_bytes_whatever_the_slots(tmp_path, monkeypatch):
+    """Stand-in ssh, 8 slots, blocks of 100 kB, the bound lowered to 250 kB: no more than
+    three blocks are ever taken and not done with (so at most three run at once)."""
+    import classh.jobs  # noqa: F401 - the module, not the classh.jobs() function
+    from classh.blocks import BlockInput
+    from classh.options import Options
+    from classh.run import Run
+    from conftest import STANDIN
+
+    jobs_module = sys.modules["classh.jobs"]
+    monkeypatch.setattr(jobs_module, "MAX_BLOCK_BYTES", 250_000)
+    path = tmp_path / "in"
+    path.write_bytes((b"x" * 999 + b"\n") * 1000)  # 10 blocks of 100 lines = 100 kB
+    options = Options(ssh=STANDIN)
+    source = jobs_module.JobSource(jobs_module.parse_nodes(["a*8"]), [], options,
+                                   jobs_module.JobOptions(reuse=False),
+                                   blocks=BlockInput([str(path)], size=100),
+                                   task="cat >/dev/null; sleep 0.3")
+    most = []
+
+    class Watch:
+        def started(self, task):
+            most.append(source._block_bytes)
+
+    from classh.observers import Observer
+
+    class Seen(Watch, Observer):
+        pass
+
+    summary = Run(source, options, [Seen()], keep=0, fanout=source.fanout()).run()
+    source.close()
+    assert summary.tally.total == 10 and not summary.undone
+    assert max(most) <= 300_000 and len(most) == 10

@@ -89,7 +89,7 @@ _WINDOW = 4096
 _MAX_WINDOW = 1 << 20
 #: Reading from a stream also stops while the blocks held add up to this many bytes
 #: (big blocks: ``ahead`` blocks of 10 MB would be 640 MB).
-MAX_HELD_BYTES = 32 << 20
+MAX_HELD_BYTES = 16 << 20
 
 
 class BlockError(TargetError):

@@ -77,6 +77,10 @@ INIT_TIMEOUT = 300.0
 GPU_QUERY_TIME = 30.0
 #: The most MiB ``--gpu-mem`` may ask for.
 MAX_GPU_MIB = 1 << 30
+#: Bytes of blocks taken and not yet done with (queued, running, waiting to run again): no
+#: block is taken past it (one always is when none is held), so memory stays bounded
+#: whatever the block size times the slots.
+MAX_BLOCK_BYTES = 32 << 20
 #: Stall watch: completed jobs before the moving average is trusted, the weight of the
 #: newest duration in it (kssh's), and the stalls after which a node is dropped.
 STALL_SAMPLES = 3
@@ -488,6 +492,7 @@ class JobSource(TaskSource):
         self._kill_at_close: Set[str] = set()
         #: jobs whose last attempt is being killed by tag: id -> the job once it is to rerun
         self._killing: Dict[int, Optional[Job]] = {}
+        self._block_bytes = 0  # bytes of the blocks taken and not let go (MAX_BLOCK_BYTES)
         #: the stall watch: moving average of completed durations, and how many there were
         self._average = 0.0
         self._samples = 0
@@ -592,7 +597,13 @@ class JobSource(TaskSource):
     def _give_up(self, job: Job) -> None:
         self.undone.append("job-%d: %s" % (job.id, job.identity or job.command))
         self.undone_ids.add(job.id)
-        job.data = None
+        self._let_go(job)
+
+    def _let_go(self, job: Job) -> None:
+        """``job`` will not run again: its block's bytes are freed."""
+        if job.data is not None:
+            self._block_bytes -= len(job.data)
+            job.data = None
 
     def _take_block(self) -> None:
         """The next block of the input into the queue (blocks done before are skipped)."""
@@ -605,6 +616,7 @@ class JobSource(TaskSource):
                 self.skipped_ids.add(block.index)
                 continue
             job = Job(block.index, self._task, data=block.data, identity=identity)
+            self._block_bytes += len(block.data)
             self.jobs[job.id] = job
             self._enqueue(job)
             return
@@ -631,7 +643,8 @@ class JobSource(TaskSource):
         limit = self.job_options.max_running
         if limit is not None and self._running >= limit:
             return None
-        if not self._queue and self.blocks is not None and self._free:
+        if not self._queue and self.blocks is not None and self._free and (
+                self._block_bytes < MAX_BLOCK_BYTES):
             self._take_block()
         if self._queue:
             while self._free:
@@ -743,7 +756,7 @@ class JobSource(TaskSource):
             self._end_remote(job, link)
         final = self._judge(job, node, link, record)
         if final:
-            job.data = None
+            self._let_go(job)
         else:
             self.counts["retried"] += 1
         self._check_nodes_left()
