@@ -44,7 +44,7 @@ from .hostmode import ssh_reads_no_stdin
 from .options import Options, OptionError, positive_int, seconds
 from .prompts import HostAuth
 from .remote import remote_command
-from .results import KILLED, OK, Record, SSH_ERROR, TIMEOUT, last_line
+from .results import KILLED, OK, Record, SSH_ERROR, TIMEOUT, last_line, some_names
 from .blocks import BlockInput
 from .nodesetup import NodeSetup
 from .kill import kill_command
@@ -378,17 +378,8 @@ class _Node:
         self.rest_timer = None   # set while it gets no new job after a stall
 
 
-class _GpuCheck:
-    """A look at a node's GPUs: the first one also opens the node's first connection."""
-
-    __slots__ = ("node", "link", "first")
-
-    def __init__(self, link: _Link, first: bool):
-        self.node, self.link, self.first = link.node, link, first
-
-
-class _Setup:
-    """A node's set-up (working directory, init files and script) over its first link."""
+class _OnLink:
+    """An internal task's context: the connection (and node) it runs over."""
 
     __slots__ = ("node", "link")
 
@@ -396,13 +387,30 @@ class _Setup:
         self.node, self.link = link.node, link
 
 
-class _Kill:
+class _GpuCheck(_OnLink):
+    """A look at a node's GPUs: the first one also opens the node's first connection."""
+
+    __slots__ = ("first",)
+
+    def __init__(self, link: _Link, first: bool):
+        super().__init__(link)
+        self.first = first
+
+
+class _Setup(_OnLink):
+    """A node's set-up (working directory, init files and script) over its first link."""
+
+    __slots__ = ()
+
+
+class _Kill(_OnLink):
     """A kill by tag of one job's processes on a node (its last attempt was killed)."""
 
-    __slots__ = ("node", "link", "job")
+    __slots__ = ("job",)
 
     def __init__(self, link: _Link, job: Job):
-        self.node, self.link, self.job = link.node, link, job
+        super().__init__(link)
+        self.job = job
 
 
 def _reached(record: Record) -> bool:
@@ -548,26 +556,33 @@ class JobSource(TaskSource):
         password = self.options.password
         return HostAuth(password, True) if password is not None else None
 
+    def _internal_task(self, key: str, link: _Link, command: str, context, timeout: float,
+                       master: bool = False, **extra) -> Task:
+        """An internal task: ``command`` over ``link`` (starting its master with ``master``)."""
+        node = link.node
+        return Task(key=key, argv=node.ssh.argv(node.target, command,
+                                                self._control_options(link, master)),
+                    timeout=timeout, env=self._env, context=context, auth=self._auth(),
+                    internal=True, **extra)
+
+    def _probe_timeout(self) -> float:
+        """Seconds a probe or another short internal command may take."""
+        return (self.options.connect_timeout or 10.0) + PROBE_MARGIN
+
     def _probe_task(self, link: _Link) -> Task:
         """ssh ``true`` opening ``link``'s master; with GPUs, the first one looks at them."""
         if self._gpus and link.index == 0:
             return self._check_task(_GpuCheck(link, first=True))
-        connect = self.options.connect_timeout or 10.0
-        return Task(key="probe-%s-%d" % (link.node.label, link.index),
-                    argv=link.node.ssh.argv(link.node.target, "true", self._control_options(link, True)),
-                    timeout=connect + PROBE_MARGIN, env=self._env, context=link,
-                    auth=self._auth(), internal=True)
+        return self._internal_task("probe-%s-%d" % (link.node.label, link.index), link, "true",
+                                   link, self._probe_timeout(), master=True)
 
     def _check_task(self, check: _GpuCheck) -> Task:
         """nvidia-smi on ``check``'s node, over its link (opening the master the first time)."""
         link = check.link
-        connect = self.options.connect_timeout or 10.0
-        command = probe_command(self.job_options.run_id)
-        return Task(key="gpus-%s-%d" % (link.node.label, link.index),
-                    argv=link.node.ssh.argv(link.node.target, command,
-                                        self._control_options(link, check.first)),
-                    timeout=connect + PROBE_MARGIN + GPU_QUERY_TIME, env=self._env, context=check,
-                    auth=self._auth(), internal=True, keep_output=True)
+        return self._internal_task("gpus-%s-%d" % (link.node.label, link.index), link,
+                                   probe_command(self.job_options.run_id), check,
+                                   self._probe_timeout() + GPU_QUERY_TIME, master=check.first,
+                                   keep_output=True)
 
     def _add_job(self, command: str, node: Optional[_Node] = None) -> Job:
         job = Job(next(self._ids), command, pin=node.label if node else None)
@@ -773,11 +788,9 @@ class JobSource(TaskSource):
             return  # close() ends the run's processes on the node
         link.running += 1  # the kill takes one of the connection's sessions
         self._killing[job.id] = None
-        self._probes.append(Task(
-            key="kill-%d" % job.id, internal=True, env=self._env, auth=self._auth(),
-            argv=link.node.ssh.argv(link.node.target, kill_command(
-                "%s.%d" % (self.job_options.run_id, job.id)), self._control_options(link, False)),
-            timeout=(self.options.connect_timeout or 10.0) + PROBE_MARGIN, context=_Kill(link, job)))
+        command = kill_command("%s.%d" % (self.job_options.run_id, job.id))
+        self._probes.append(self._internal_task("kill-%d" % job.id, link, command,
+                                                _Kill(link, job), self._probe_timeout()))
 
     def _killed(self, kill: "_Kill") -> None:
         """A kill by tag ended: its session is free, and the job may run again."""
@@ -826,6 +839,10 @@ class JobSource(TaskSource):
                 self._set_up(node)
             return
         node.state = READY
+        self._admit_or_wait(node)
+
+    def _admit_or_wait(self, node: _Node) -> None:
+        """A ready node's slots go to the jobs, or it waits for --max-nodes room."""
         if self._admissible(node):
             self._admit(node)
         else:
@@ -839,11 +856,10 @@ class JobSource(TaskSource):
         link.running += 1
         command = remote_command(self._setup.command(node.spec.wd), False,
                                  tag="%s.0" % self.job_options.run_id)
-        self._probes.append(Task(
-            key="setup-%s" % node.label, internal=True, env=self._env, auth=self._auth(),
-            argv=node.ssh.argv(node.target, command, self._control_options(link, False)),
-            input=self._setup.archive or b"", context=_Setup(link),
-            timeout=node.spec.init_timeout or self.job_options.init_timeout))
+        self._probes.append(self._internal_task(
+            "setup-%s" % node.label, link, command, _Setup(link),
+            node.spec.init_timeout or self.job_options.init_timeout,
+            input=self._setup.archive or b""))
 
     def _set(self, setup: _Setup, record: Record) -> None:
         """A node's set-up ended: the node is ready, or dropped saying why."""
@@ -1110,10 +1126,7 @@ class JobSource(TaskSource):
         node.rest_timer = None
         if node.state != READY or node.admitted:
             return
-        if self._admissible(node):
-            self._admit(node)
-        else:
-            self._standby.append(node)
+        self._admit_or_wait(node)
         self._supervisor.fill()
 
     # -- nodes -----------------------------------------------------------------
@@ -1436,19 +1449,13 @@ def _pool_change(added: List[NodeSpec], removed: List[str], kept: List[str]) -> 
     """``added node3 (2 slots); removed node1 (running jobs finish)`` - names, then a count."""
     parts = []
     if added:
-        parts.append("added " + _names(["%s (%d slot%s)" % (spec.target.label, spec.slots,
-                                                            "" if spec.slots == 1 else "s")
-                                        for spec in added]))
+        parts.append("added " + some_names(["%s (%d slot%s)" % (
+            spec.target.label, spec.slots, "" if spec.slots == 1 else "s") for spec in added]))
     if removed:
-        parts.append("removed %s (no new job there; running ones finish)" % _names(removed))
+        parts.append("removed %s (no new job there; running ones finish)" % some_names(removed))
     if kept:
-        parts.append("slot count changes ignored for nodes in use: " + _names(kept))
+        parts.append("slot count changes ignored for nodes in use: " + some_names(kept))
     return "; ".join(parts)
-
-
-def _names(items: List[str], shown: int = 8) -> str:
-    text = ", ".join(items[:shown])
-    return text + (" and %d more" % (len(items) - shown) if len(items) > shown else "")
 
 
 def _strip_mux_line(record: Record) -> None:

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 from .display import SafeStream, StatusLine, StreamObserver, _indent
 from .observers import Observer, SinkError
 from .results import (OK, SSH_ERROR, SSH_ERROR_EXIT, NewFile, Record, ResultsError, Tally,
-                      describe_exit, json_line, write_new)
+                      describe_exit, json_line, some_names, write_new)
 
 __all__ = ["JobOutput", "JobStatusLine", "JobLog", "ActiveNodes", "job_summary_line",
            "JOB_FORMATS", "JOBLOG_HEADER", "joblog_row", "job_plan"]
@@ -180,15 +180,10 @@ def gpu_status(gpus: List[tuple]) -> str:
     blocked = ["%s %s" % (name, why) for name, busy, usable, why in gpus if why]
     text = "GPUs: %d of %d running jobs" % (len(running), len(gpus))
     if running:
-        text += ": " + _some(running)
+        text += ": " + some_names(running, 6)
     if blocked:
-        text += "; " + _some(blocked)
+        text += "; " + some_names(blocked, 6)
     return text + "."
-
-
-def _some(names: List[str], shown: int = 6) -> str:
-    more = len(names) - shown
-    return ", ".join(names[:shown]) + (" and %d more" % more if more > 0 else "")
 
 
 def _duration(seconds: float) -> str:

@@ -12,7 +12,7 @@ import json
 import os
 import signal as _signal
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional
 
 from .observers import Observer, SinkError
 
@@ -118,6 +118,12 @@ class Record:
     def errors(self) -> str:
         """stderr decoded as UTF-8 (undecodable bytes replaced)."""
         return self.stderr.decode("utf-8", "replace")
+
+
+def some_names(items: List[str], shown: int = 8) -> str:
+    """``a, b, c and 5 more``: the first ``shown`` of ``items``, then how many are left out."""
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (" and %d more" % more if more > 0 else "")
 
 
 def last_line(data: bytes, limit: Optional[int] = None) -> str:
