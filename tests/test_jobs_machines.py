@@ -112,3 +112,13 @@ def test_a_bad_machines_file_is_one_line_exit_2_nothing_run(classh, tmp_path, en
 def test_a_missing_init_file_is_exit_2(classh):
     r = classh("--node", "node1", "--init-file", "/nonexistent/file", "--job", "true")
     assert r.rc == 2 and "/nonexistent/file" in r.err and r.err.count("\n") == 1, r
+
+
+def test_a_connect_cmd_with_ssh_n_keeps_its_jobs_alive(classh, fleet, tmp_path):
+    """ssh -n gives the remote side no stdin: the watchdog of that machine's jobs must watch
+    sshd, not the end of its stdin (which comes at once), whatever the run's own ssh."""
+    path = machines_file(tmp_path, [{"hostname": "node1",
+                                     "connect_cmd": "ssh -n -F %s" % fleet.ssh_config}])
+    r = classh("--machines", path, "--job", "sleep 1.5; echo alive", "--retries", "1")
+    assert r.rc == 0, r
+    assert r.out == "alive\n"

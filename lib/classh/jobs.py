@@ -355,12 +355,14 @@ class _Node:
 
     __slots__ = ("label", "target", "slots", "links", "state", "running", "started",
                  "admitted", "pinned", "probes_left", "number", "gpus", "checking", "checked",
-                 "check_timer", "stalls", "rest_timer", "spec", "ssh", "setup")
+                 "check_timer", "stalls", "rest_timer", "spec", "ssh", "watch_stdin", "setup")
 
-    def __init__(self, spec: NodeSpec, number: int, ssh: SshCommand):
+    def __init__(self, spec: NodeSpec, number: int, ssh: SshCommand, watch_stdin: bool):
         self.label, self.target, self.slots = spec.target.label, spec.target, spec.slots
         self.spec = spec
         self.ssh = ssh  # its ssh command line (a --machines entry's connect_cmd, else the run's)
+        #: its jobs' watchdog sees the end of their stdin (False when ssh gives them none, -n)
+        self.watch_stdin = watch_stdin
         self.setup: Optional[str] = None  # None, "running" or "done"
         self.number = number  # its place in the pool (names its masters' sockets)
         self.links: List[_Link] = []
@@ -458,11 +460,10 @@ class JobSource(TaskSource):
         self.undone: List[str] = []
         self.errors: List[str] = []
         self.counts = {"retried": 0, "dropped": 0}
-        self._ssh = SshCommand(options)
-        self._ssh_commands: Dict[str, SshCommand] = {}  # per distinct --machines connect_cmd
+        #: (SshCommand, watch stdin) per distinct --machines connect_cmd; None: the run's own
+        self._ssh_commands: Dict[Optional[str], Tuple[SshCommand, bool]] = {}
         self._setup = setup or NodeSetup()  # a node's wd is made even without init files
         self._env = dict(os.environ)
-        self._watch_stdin = not options.raw and not ssh_reads_no_stdin(options)
         self._control_dir = None
         if job_options.reuse and not options.persist:
             self._control_dir = tempfile.mkdtemp(prefix="classh-jobs-")  # mode 0700
@@ -516,11 +517,12 @@ class JobSource(TaskSource):
 
     # -- set-up ------------------------------------------------------------
     def _new_node(self, spec: NodeSpec, number: int) -> _Node:
-        if spec.ssh is None:
-            return _Node(spec, number, self._ssh)
+        """A node of the pool, with its ssh command line (each distinct one parsed once)."""
         if spec.ssh not in self._ssh_commands:
-            self._ssh_commands[spec.ssh] = SshCommand(self.options.replace(ssh=spec.ssh))
-        return _Node(spec, number, self._ssh_commands[spec.ssh])
+            options = self.options if spec.ssh is None else self.options.replace(ssh=spec.ssh)
+            watch_stdin = not options.raw and not ssh_reads_no_stdin(options)
+            self._ssh_commands[spec.ssh] = (SshCommand(options), watch_stdin)
+        return _Node(spec, number, *self._ssh_commands[spec.ssh])
 
     def _plan_links(self, node: _Node) -> None:
         """The node's connections, each probed; with GPUs, only the first until its GPUs
@@ -714,7 +716,7 @@ class JobSource(TaskSource):
         self._active[job.id] = (link, job, gpu)
         if self.job_options.max_node_uses and node.started >= self.job_options.max_node_uses:
             self._retire(node)
-        watch_stdin = self._watch_stdin and job.data is None
+        watch_stdin = node.watch_stdin and job.data is None
         return Task(key="job-%d" % job.id,
                     argv=node.ssh.argv(node.target, self._remote(job, node, watch_stdin, gpu),
                                         self._control_options(link, False)),
