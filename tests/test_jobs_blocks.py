@@ -4,6 +4,7 @@ End to end against the real loopback sshd (``fleet``); the 'remote' side is
 this machine, so tasks can leave marks the test reads.
 """
 import json
+import signal
 import os
 import subprocess
 import sys
@@ -220,3 +221,32 @@ def test_blocks_held_at_once_are_bounded_in_bytes_whatever_the_slots(tmp_path, m
     source.close()
     assert summary.tally.total == 10 and not summary.undone
     assert max(most) <= 300_000 and len(most) == 10
+
+
+def test_sighup_drains_a_block_run_and_says_where_the_input_stopped(fleet):
+    """A drain stops reading the input: running blocks finish, the unread rest is named
+    (exit 4), nothing hangs on the producer."""
+    from test_jobs_control import default_signals
+
+    producer = subprocess.Popen(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; "
+                                 "done"], stdout=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, CLASSH, "--node", "node1*2", "--input", "-",
+                             "--task", "cat; sleep 0.2"], stdin=producer.stdout,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=base_env({"CLASSH_SSH": fleet.ssh_command}),
+                            preexec_fn=default_signals)
+    producer.stdout.close()
+    try:
+        first = proc.stdout.readline()
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        for p in (proc, producer):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    err = err.decode()
+    assert first and proc.returncode == 4, err
+    assert "draining" in err and "undone: the input past block" in err
+    done = [int(x) for x in (first + out).split()]
+    assert done and sorted(done) == list(range(1, len(done) + 1))  # no block lost in between
