@@ -19,8 +19,8 @@ venv: $(PY)
 # A real OpenSSH server (and sudo, for the sudo tests; zsh, csh and fish, as the
 # login shells the remote watchdog is tested under) for the tests and the demo;
 # installed when missing and we are root.
-TOOLS    := ssh sudo zsh csh fish
-PACKAGES := openssh-server openssh-client sudo zsh csh fish
+TOOLS    := ssh sudo zsh csh fish parallel
+PACKAGES := openssh-server openssh-client sudo zsh csh fish parallel
 sshd:
 	@missing=; for tool in $(TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
 	if [ ! -x $(SSHD) ] || { [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; }; then \

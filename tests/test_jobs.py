@@ -5,6 +5,7 @@ node slots, probes, one ControlMaster per node, retries, dropped nodes,
 undone jobs, streamed job files, kills with no remote leftovers.
 """
 import collections
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,8 @@ from leftovers import leftovers, pids_of, with_marker
 
 import classh
 from classh.jobs import JobOptions, JobSource, parse_nodes, read_jobs
+from classh.results import ResultsError
+from classh.resume import JobsDone
 from classh.run import Run
 from classh.targets import Target, TargetError
 
@@ -402,13 +405,21 @@ def test_sigint_to_a_program_running_jobs_leaves_nothing_on_the_target(fleet, sw
     assert left == []  # no master, no client
 
 
-def test_skip_drops_jobs_done_before_and_they_never_run(fleet, remote_dir):
+def test_skip_drops_jobs_done_before_by_number_and_text_and_they_never_run(fleet, remote_dir,
+                                                                           tmp_path):
     commands = ["touch %s/%d" % (remote_dir, i) for i in range(4)]
-    source = JobSource(parse_nodes(["node1"]), commands + [commands[1]], options_for(fleet))
-    assert source.skip({commands[1], commands[3], "not a job"}) == 3
-    assert [job.id for job in source.jobs.values()] == [1, 3]
+    done = [(2, commands[1]), (4, commands[3]), (6, "not a job")]
+    (tmp_path / "summary.jsonl").write_text("".join(
+        json.dumps(dict(host="job-%d" % n, job=n, command=c, status="ok")) + "\n"
+        for n, c in done))
+    source = JobSource(parse_nodes(["node1"]), commands * 2, options_for(fleet))
+    with pytest.raises(ResultsError, match="job 6 .* was 'not a job'"):
+        source.skip(JobsDone(str(tmp_path)))
+    source = JobSource(parse_nodes(["node1"]), commands + [commands[0]], options_for(fleet))
+    assert source.skip(JobsDone(str(tmp_path))) == 2
+    assert [job.id for job in source.jobs.values()] == [1, 3, 5]
     summary = Run(source, source.options, [], fanout=source.fanout(), handle_signals=False).run()
-    assert summary.exit_status == 0 and summary.tally.counts["ok"] == 2
+    assert summary.exit_status == 0 and summary.tally.counts["ok"] == 3
     assert sorted(os.listdir(remote_dir)) == ["0", "2"]
 
 

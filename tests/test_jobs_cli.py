@@ -18,8 +18,9 @@ from classh.cli import UsageError, check_mode_options, mode_of, parse
 from classh.display import SafeStream
 from classh.jobviews import (JOBLOG_HEADER, ActiveNodes, JobLog, JobOutput, JobStatusLine,
                              job_summary_line, status_text)
-from classh.results import (Record, ResultsDir, ResultsError, Tally, done_commands,
-                            record_from_dict)
+from classh.results import Record, ResultsDir, ResultsError, Tally, record_from_dict
+from classh.resume import JobsDone
+from classh.supervisor import Task
 
 
 class FakeTask:
@@ -270,14 +271,47 @@ def test_results_dir_retried_attempt_files_go_away(tmp_path):
     assert (tmp_path / "job-1.ret").read_bytes() == b"0\n"
 
 
-def test_resume_reads_commands_by_their_last_record(tmp_path):
+def test_resume_reads_each_job_number_by_its_last_record(tmp_path):
     lines = [dict(host="job-1", job=1, command="a", status="ok"),
              dict(host="job-2", job=2, command="b", status="failed"),
              dict(host="job-3", job=3, command="c", status="failed"),
              dict(host="job-3", job=3, command="c", status="ok"),
+             dict(host="job-4", job=4, command="a", status="ok"),
+             dict(host="job-4", job=4, command="a", status="killed"),
              dict(host="node1", status="ok")]
     (tmp_path / "summary.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines) + "{cut")
-    assert done_commands(str(tmp_path)) == {"a", "c"}
+    done = JobsDone(str(tmp_path))
+    assert done.labels() == {"job-1", "job-3"}
+    assert [done.done(n, text) for n, text in ((1, "a"), (2, "b"), (3, "c"), (4, "a"), (5, "a"))] \
+        == [True, False, True, False, False]  # "a" done as job 1 is not job 4 or 5 done
+
+
+def test_resume_refuses_a_number_whose_success_was_another_job(tmp_path):
+    lines = [dict(host="job-1", job=1, command="echo old", status="ok", node="node1"),
+             dict(host="job-2", job=2, command="x" * 500, status="ok", node="node1"),
+             dict(host="job-3", job=3, command="same", status="ok", node="node1")]
+    (tmp_path / "summary.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
+    done = JobsDone(str(tmp_path))
+    with pytest.raises(ResultsError, match=r"job 1 in .* was 'echo old' \(done\), it is now 'echo new'"):
+        done.done(1, "echo new")
+    with pytest.raises(ResultsError) as cut:
+        done.done(2, "y" * 100000)
+    assert len(str(cut.value)) < 400 and "(100000 characters)" in str(cut.value)
+    with pytest.raises(ResultsError, match="job 3 .* ran on node1 .* now for node2"):
+        done.done(3, "same", pin="node2")
+    assert done.done(3, "same", pin="node1")
+
+
+def test_a_summary_cut_mid_line_is_continued_on_a_new_line(tmp_path):
+    (tmp_path / "summary.jsonl").write_bytes(b'{"host": "job-1", "job": 1, "comm')
+    results = ResultsDir(str(tmp_path), replace=True)
+    results.finished(Task(key="job-2", argv=["true"]),
+                     Record(host="job-2", exitcode=0, job=2, command="b", node="node1"))
+    results.close()
+    lines = (tmp_path / "summary.jsonl").read_bytes().split(b"\n")
+    assert lines[0] == b'{"host": "job-1", "job": 1, "comm'
+    assert json.loads(lines[1])["job"] == 2 and lines[2] == b""
+    assert JobsDone(str(tmp_path)).labels() == {"job-2"}
 
 
 def test_protected_job_files_are_never_replaced(tmp_path):
@@ -476,16 +510,21 @@ def test_results_dir_and_resume_runs_only_the_failed_jobs(classh, remote_dir, tm
     assert open(os.path.join(results, "job-1.out")).read() == "A\n"  # kept
 
 
-def test_resume_never_replaces_a_succeeded_jobs_files(classh, tmp_path):
+def test_resume_refuses_an_edited_job_whose_number_succeeded_and_touches_nothing(classh,
+                                                                                tmp_path):
     results = str(tmp_path / "r")
     r = classh("-q", "-o", results, "--node", "node1", "--job", "echo first")
     assert r.rc == 0, r
-    # Another job list: job-1 is now another command; the old job-1 results stay.
+    before = sorted(os.listdir(results))
+    # Another job list: job 1 is now another command; the old job-1 results stay.
     r = classh("-q", "-o", results, "--resume", "--retries", "1", "--node", "node1",
                "--job", "echo second")
-    assert r.rc == 1, r
+    assert r.rc == 2, r
+    assert r.err.strip().splitlines() == [
+        "classh: --resume: job 1 in %r was 'echo first' (done), it is now 'echo second': give"
+        " another results directory, or --overwrite" % results]
     assert open(os.path.join(results, "job-1.out")).read() == "first\n"
-    assert "job-1.out" in r.err
+    assert sorted(os.listdir(results)) == before
 
 
 def test_retried_attempt_leaves_only_the_final_files(classh, remote_dir, tmp_path):
@@ -663,11 +702,12 @@ def test_resume_with_streamed_jobs_never_gives_two_jobs_one_number(classh, tmp_p
     second = classh("-o", str(results), "--resume", "-q", "--node", "node1", "--job", "echo A",
                     "--job", "echo B", "--job-file", "-", input=b"echo C\necho A\necho D\n")
     assert second.rc == 0, second
-    # Numbers follow the input order, skipped jobs included: A 1, B 2, C 3, (A again) 4, D 5.
+    # Numbers follow the input order, skipped jobs included: A 1, B 2, C 3, A 4, D 5; only
+    # job 1 was done before (a job is its number and its text: the A of job 4 runs).
     assert (results / "job-1.out").read_text() == "A\n"
     assert (results / "job-2.out").read_text() == "B\n"
     assert (results / "job-3.out").read_text() == "C\n"
-    assert not (results / "job-4.out").exists()
+    assert (results / "job-4.out").read_text() == "A\n"
     assert (results / "job-5.out").read_text() == "D\n"
-    assert "2 skipped" in second.err
+    assert "1 skipped" in second.err
 

@@ -12,7 +12,8 @@ import tempfile
 import classh
 from conftest import CLASSH, base_env
 from leftovers import leftovers, running_on_target, with_marker
-from classh.results import Record, done_commands, record_from_dict, record_to_dict, json_line
+from classh.results import Record, record_from_dict, record_to_dict, json_line
+from classh.resume import JobsDone
 
 BAD = "printf %s \udcff\udcfe | od -An -tx1"  # the bytes ff fe, as a command line carries them
 
@@ -34,7 +35,7 @@ def test_a_non_utf8_job_runs_with_its_bytes_and_is_saved_shown_and_resumed(class
     assert record_from_dict(shown).stdout.split() == [b"ff", b"fe"]
     with open(os.path.join(out, "summary.jsonl"), "rb") as fh:
         assert record_from_dict(json.loads(fh.readline())).command == BAD
-    assert done_commands(out) == {BAD}
+    assert JobsDone(out).done(1, BAD)
     again = classh("--node", "node1", "--job", BAD, "-o", out, "--resume")
     assert again.rc == 0 and "1 skipped: done before" in again.err, again
 

@@ -21,7 +21,7 @@ from .observers import SinkError
 from .options import MAX_PERSIST, Options, OptionError, from_env, positive_int
 from .jobviews import (JOB_FORMATS, ActiveNodes, JobLog, JobOutput, JobStatusLine,
                        job_plan, job_summary_line)
-from .results import ResultsError, done_commands, write_run_id
+from .results import ResultsError, write_run_id
 from .run import EXIT_CLASSH, EXIT_USAGE, Run, RunSummary, assemble
 from .routers import RouterError, Routing, make_router
 from .persist import DEFAULT_PERSIST, PersistError, control_dir, sockets_for, sweep_stale
@@ -748,12 +748,14 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
     source = JobSource(nodes, commands, options, settings, streams,
                        on_each_node=args["--on-each-node"], notify=_notifier(err),
                        blocks=blocks, task=args["--task"], setup=setup)
-    sinks = assemble(options, resume=args["--resume"], overwrite=args["--overwrite"],
-                     json_path=args["--json"],
-                     views=lambda skip: job_files(args, source) + job_views(args, out, err, source))
-    done_before = None
+    done = done_before = None
     if args["--resume"]:
-        done_before = source.skip(done_commands(options.results))  # a job's identity is its text
+        from .resume import JobsDone
+        done = JobsDone(options.results)
+        done_before = source.skip(done)  # before any file is made: a changed job is refused
+    sinks = assemble(options, resume=args["--resume"], overwrite=args["--overwrite"],
+                     json_path=args["--json"], done=done.labels() if done else None,
+                     views=lambda skip: job_files(args, source) + job_views(args, out, err, source))
     followed = source.follow_node_files(args["--node"], args["--node-file"],
                                         expand=options.expand, max_hosts=options.max_hosts)
     show_plan(err, source, settings.run_id, done_before, options.results, followed)

@@ -44,7 +44,8 @@ from .hostmode import ssh_reads_no_stdin
 from .options import Options, OptionError, positive_int, seconds
 from .prompts import HostAuth
 from .remote import remote_command
-from .results import KILLED, OK, Record, SSH_ERROR, TIMEOUT, last_line, some_names
+from .results import KILLED, OK, Record, ResultsError, SSH_ERROR, TIMEOUT, last_line, some_names
+from .resume import JobsDone
 from .blocks import BlockInput
 from .nodesetup import NodeSetup
 from .kill import kill_command
@@ -479,7 +480,7 @@ class JobSource(TaskSource):
         self._pinned = 0  # pinned jobs waiting
         self._running = 0
         self._active: Dict[int, Tuple[_Link, Job, Optional[_Gpu]]] = {}  # running jobs by id
-        self._skip: Set[str] = set()
+        self._done: Optional[JobsDone] = None  # --resume: the jobs done before
         #: Job numbers follow the input order, each line its own, skipped ones too.
         self._ids = itertools.count(1)
         #: Jobs that will never run here: done before (``--resume``), or left undone.
@@ -587,7 +588,10 @@ class JobSource(TaskSource):
                                    keep_output=True)
 
     def _add_job(self, command: str, node: Optional[_Node] = None) -> Job:
-        job = Job(next(self._ids), command, pin=node.label if node else None)
+        return self._enqueue_new(Job(next(self._ids), command, pin=node.label if node else None))
+
+    def _enqueue_new(self, job: Job) -> Job:
+        """A job the run did not know of: counted in ``jobs`` and put in line."""
         self.jobs[job.id] = job
         self._enqueue(job)
         return job
@@ -628,14 +632,11 @@ class JobSource(TaskSource):
             block = self.blocks.take()
             if block is None:
                 return
-            identity = block.identity()
-            if identity in self._skip:
-                self.skipped_ids.add(block.index)
+            job = Job(block.index, self._task, data=block.data, identity=block.identity())
+            if self._skipped(job):
                 continue
-            job = Job(block.index, self._task, data=block.data, identity=identity)
             self._block_bytes += len(block.data)
-            self.jobs[job.id] = job
-            self._enqueue(job)
+            self._enqueue_new(job)
             return
 
     # -- TaskSource ----------------------------------------------------------
@@ -1183,10 +1184,20 @@ class JobSource(TaskSource):
             return
         if command is None:
             return
-        if command in self._skip:
-            self.skipped_ids.add(next(self._ids))  # its number stays its own, as in the first run
-        else:
-            self._add_job(command)
+        job = Job(next(self._ids), command)  # its number stays its own, as in the first run
+        if not self._skipped(job):
+            self._enqueue_new(job)
+
+    def _skipped(self, job: Job) -> bool:
+        """A job met on the way (a streamed line, a block) that will not run here: done
+        before, or its number was another job's success (an input error naming it)."""
+        try:
+            if not self._done_before(job):
+                return False
+        except ResultsError as exc:
+            self.errors.append(str(exc))
+        self.skipped_ids.add(job.id)
+        return True
 
     def _lines_read(self) -> None:
         self._check_nodes_left()
@@ -1353,11 +1364,13 @@ class JobSource(TaskSource):
         return [(gpu.name if gpu is not None else link.node.label, job.id, job.command)
                 for link, job, gpu in self._active.values()]
 
-    def skip(self, commands: Set[str]) -> int:
-        """``--resume``: drop the waiting jobs whose text is in ``commands``; how many went."""
-        self._skip |= set(commands)
+    def skip(self, done: JobsDone) -> int:
+        """``--resume``: drop the waiting jobs ``done`` holds as done; how many went (from now
+        on, streamed jobs and blocks are looked up too). ResultsError when a job's number was
+        another job's success."""
+        self._done = done
         before = len(self.jobs)
-        for job in [j for j in self.jobs.values() if j.command in self._skip and not j.attempts]:
+        for job in [j for j in self.jobs.values() if not j.attempts and self._done_before(j)]:
             del self.jobs[job.id]
             self.skipped_ids.add(job.id)
             if job.pin is None:
@@ -1366,6 +1379,11 @@ class JobSource(TaskSource):
                 self._by_label[job.pin].pinned.remove(job)
                 self._pinned -= 1
         return before - len(self.jobs)
+
+    def _done_before(self, job: Job) -> bool:
+        """True when ``job`` (its number and identity) succeeded in the run resumed."""
+        return self._done is not None and self._done.done(job.id, job.identity or job.command,
+                                                          job.pin)
 
     # -- the end -------------------------------------------------------------------
     def close(self) -> None:

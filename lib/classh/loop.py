@@ -222,6 +222,11 @@ class EventLoop:
         """Stop watching ``fd`` for reading."""
         self._set_handler(fd, "reader", None)
 
+    def reader_of(self, fd: int) -> Optional[Callable[[], None]]:
+        """The callback watching ``fd`` for reading, None when nothing does."""
+        handlers = self._fds.get(fd)
+        return handlers.reader if handlers is not None else None
+
     def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
         """Call ``callback()`` whenever ``fd`` is writable."""
         self._set_handler(fd, "writer", callback)

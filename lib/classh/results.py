@@ -22,7 +22,7 @@ __all__ = [
     "STATUSES", "PROGRESS_CHAR", "exit_status", "describe_exit", "last_line",
     "record_to_dict", "record_from_dict", "json_line", "load_results",
     "ResultsDir", "ResultsError", "NewFile", "JsonFile", "prepare_results_dir", "result_path",
-    "open_new", "write_new", "open_directory", "ret_text", "write_all", "done_commands",
+    "open_new", "write_new", "open_directory", "ret_text", "write_all",
 ]
 
 OK = "ok"
@@ -72,6 +72,9 @@ class Record:
     block: Optional[str] = None
     #: The exit status that means success (``--task-success-code``).
     success_code: int = 0
+    #: The command ended but its stdout/stderr stayed open and silent (a background
+    #: process held them) until classh gave them up: output may be missing.
+    output_cut: bool = False
 
     @property
     def status(self) -> str:
@@ -86,7 +89,7 @@ class Record:
             return KILLED
         if self.exitcode == SSH_ERROR_EXIT or self.exitcode is None:
             return SSH_ERROR
-        return OK if self.exitcode == self.success_code else FAILED
+        return OK if self.exitcode == self.success_code and not self.output_cut else FAILED
 
     @property
     def ok(self) -> bool:
@@ -154,6 +157,8 @@ def describe_exit(record: Record) -> str:
             return "signal %d" % record.signal
     if record.exitcode is None:
         return "error"
+    if record.output_cut and record.exitcode == record.success_code:
+        return "incomplete"
     return str(record.exitcode)
 
 
@@ -239,6 +244,8 @@ def record_to_dict(record: Record, with_output: bool = True) -> dict:
     }
     if record.error:
         data["error"] = record.error
+    if record.output_cut:
+        data["output_cut"] = True
     if record.job is not None:
         data.update(job=record.job, node=record.node, attempts=record.attempts)
         if record.gpu is not None:
@@ -307,6 +314,7 @@ def record_from_dict(data: dict) -> Record:
         attempts=int(data.get("attempts", 1)),
         gpu=data.get("gpu"),
         block=data.get("block"),
+        output_cut=bool(data.get("output_cut")),
     )
 
 
@@ -403,35 +411,6 @@ def prepare_results_dir(directory: str, resume: bool = False, overwrite: bool = 
     return done
 
 
-def _job_records(directory: str):
-    """The job lines of ``directory``'s ``summary.jsonl`` as dicts, oldest first (none when
-    there is no summary; a line cut short by a kill is passed over). Never read through a
-    symlink."""
-    path = os.path.join(directory, SUMMARY)
-    try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise ResultsError("cannot read %r: %s" % (path, exc.strerror)) from None
-    with os.fdopen(fd, "rb") as lines:
-        for line in lines:
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(data, dict) and data.get("job") is not None:
-                yield data
-
-
-def done_commands(directory: str) -> set:
-    """Job mode's ``--resume``: the identities of the jobs whose last record in ``directory``
-    succeeded (a job's identity is its text; a block's, ``block-N:HASH``)."""
-    last = {data.get("block") or command_from_dict(data): data.get("status") == OK
-            for data in _job_records(directory)}
-    return {command for command, ok in last.items() if ok and isinstance(command, str)}
-
-
 #: Job mode: the file of a results directory holding the id of the run that wrote it last.
 RUN_ID = "run-id"
 
@@ -453,6 +432,14 @@ def write_run_id(directory: str, run_id: str) -> None:
 def _close_quietly(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
+
+
+def _end_last_line(fd: int) -> None:
+    """End a file's last line when a kill or a full disk cut it short, so that what is
+    appended next starts a line of its own (``fd``: open for reading and appending)."""
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        write_all(fd, b"\n")
 
 
 class ResultsDir(Observer):
@@ -486,11 +473,15 @@ class ResultsDir(Observer):
         except OSError as exc:
             raise ResultsError("cannot use results directory %r: %s"
                                % (directory, exc.strerror)) from None
+        self._summary = -1
         try:
-            self._summary = os.open(SUMMARY, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW
+            self._summary = os.open(SUMMARY, os.O_RDWR | os.O_CREAT | os.O_APPEND | _NOFOLLOW
                                     | _CLOEXEC, 0o644, dir_fd=self._dir)
+            _end_last_line(self._summary)
         except OSError as exc:
-            _close_quietly(self._dir)
+            for fd in (self._summary, self._dir):
+                if fd >= 0:
+                    _close_quietly(fd)
             raise ResultsError("cannot write %r: %s" % (self._summary_path, exc.strerror)
                                + (" (a symlink?)" if exc.errno == errno.ELOOP else "")) from None
 

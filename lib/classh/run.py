@@ -285,12 +285,15 @@ class Sinks:
 def assemble(options: Options, *, mode: Sequence[Observer] = (), stdout_is_data: bool = False,
              resume: bool = False, overwrite: bool = False, json_path: Optional[str] = None,
              routing: Optional[Callable[[set], Optional[Observer]]] = None,
-             views: Callable[[set], Sequence[Observer]] = lambda skip: ()) -> Sinks:
+             views: Callable[[set], Sequence[Observer]] = lambda skip: (),
+             done: Optional[set] = None) -> Sinks:
     """The observers for a run over ``options``; the results directory is prepared here.
 
     ``stdout_is_data``: the tasks' stdout is a data stream the mode sinks
     consume (``--slurp``'s tar stream): never kept in memory nor written to
-    ``host.out``. ``skip`` holds the targets done before (``--resume``).
+    ``host.out``. ``skip`` holds the targets done before (``--resume``): those
+    whose ``.ret`` is ``0``, or ``done`` when the mode knows better (job mode:
+    what ``summary.jsonl`` says, see :mod:`classh.resume`).
     ``routing`` and ``views`` are called with ``skip`` once the results
     directory was accepted, so a refused run creates no router file (nor any
     other file a view makes).
@@ -300,6 +303,8 @@ def assemble(options: Options, *, mode: Sequence[Observer] = (), stdout_is_data:
     sinks = Sinks(observers=list(mode))
     if options.results:
         sinks.skip = prepare_results_dir(options.results, resume=resume, overwrite=overwrite)
+        if resume and done is not None:
+            sinks.skip = set(done)
     router = routing(sinks.skip) if routing is not None else None
     if options.results:
         # The files of what succeeded before are never replaced (job mode: by a job that

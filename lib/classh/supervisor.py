@@ -32,9 +32,13 @@ from .spawn import SpawnError, kill_group, live_groups, seal_inherited_fds, spaw
 __all__ = ["Task", "TaskSource", "Supervisor", "ListSource", "DEFAULT_KILL_GRACE"]
 
 DEFAULT_KILL_GRACE = 2.0
-#: How long to wait for a child's pipes to close after the child itself has
-#: exited (a background grandchild may hold them open forever).
-LINGER = 2.0
+#: How long a child's pipes may stay silent after the child itself has exited
+#: before they are given up (a background grandchild may hold them open
+#: forever). The wait starts again whenever output arrives, so a writer that is
+#: slow only because the machine is loaded (an ssh ControlMaster still writing
+#: a job's output after its client exited) is read to the end; a record whose
+#: pipes had to be given up says so (``Record.output_cut``) and is not ok.
+LINGER = 5.0
 READ_SIZE = 65536
 #: How often to look again at killed process groups still exiting at the end of a run.
 GROUP_RECHECK = 0.05
@@ -151,10 +155,11 @@ class _Child:
     ``RUNNING``  the process runs; stdout/stderr are read, input written, the
                  timeout armed.
         -> ``EXITED`` when it is reaped: stdin and the terminal are closed;
-           the pipes are read to their end (LINGER bounds a grandchild that
-           keeps them open).
-        -> ``FINISHED`` when both pipes are closed (or LINGER ran out): the
-           record is complete and published, the slot is free.
+           the pipes are read to their end (LINGER seconds of silence bound a
+           grandchild that keeps them open).
+        -> ``FINISHED`` when both pipes are closed (or stayed silent for
+           LINGER: the record is marked ``output_cut``): the record is
+           complete and published, the slot is free.
 
     A kill (timeout, interrupt, failed login, failed sink) only signals the
     process group; the child goes through the same states afterwards.
@@ -396,6 +401,8 @@ class Supervisor:
         def deliver(data: bytes) -> None:
             if data:
                 capture.write(data)
+                if child.linger is not None:
+                    self._linger(child)  # still writing: the silence starts again
                 if not child.muted:
                     self._notify("output", child, task, stream, data)
 
@@ -524,8 +531,38 @@ class Supervisor:
             self._finish(child)
         else:
             # The loop reads what is left; a grandchild holding the pipes open
-            # gets LINGER seconds before they are closed.
-            child.linger = self.loop.call_later(LINGER, lambda: self._finish(child))
+            # gets LINGER seconds of silence before they are given up.
+            self._linger(child)
+
+    def _linger(self, child: _Child) -> None:
+        """(Re)start the wait for an exited child's pipes to close."""
+        self.loop.cancel(child.linger)
+        child.linger = self.loop.call_later(LINGER, lambda: self._linger_ended(child))
+
+    def _linger_ended(self, child: _Child) -> None:
+        """LINGER seconds without output since the child exited: read what the pipes
+        hold now (the timer may have come in the same round as a full read); if they
+        are still open and silent, give them up and say the output may be cut."""
+        child.linger = None
+        for fd in list(child.fds):
+            self._drain(child, fd)
+        if child.state == _Child.FINISHED:
+            return
+        if child.linger is None:  # nothing came: a process still holds the pipes
+            child.record.output_cut = True
+            child.record.error = child.record.error or (
+                "output may be incomplete: its stdout/stderr stayed open and silent"
+                " %g s after the command ended" % LINGER)
+            self._finish(child)
+
+    def _drain(self, child: _Child, fd: int) -> None:
+        """Read ``fd`` until it has nothing more for now or ends."""
+        read = self.loop.reader_of(fd)
+        while read is not None and fd in child.fds and child.state != _Child.FINISHED:
+            before = child.captures[child.fds[fd]].size
+            read()
+            if fd in child.fds and child.captures[child.fds[fd]].size == before:
+                return
 
     def _finish(self, child: _Child) -> None:
         """EXITED -> FINISHED: close what is left, complete the record, free the slot."""
