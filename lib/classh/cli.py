@@ -140,7 +140,7 @@ Job mode (chosen by --node, --node-file or --machines; no COMMAND, no TARGET):
   slots), -t is per job (default: none), --format is lines ("job-ID node:
   line") or json (one object per job); by default each job's stdout (and
   stderr) is written whole when it ends. -o DIR gets job-ID.out, .err,
-  .ret and summary.jsonl; --resume skips the jobs (by their text) that
+  .ret and summary.jsonl; --resume skips the jobs (by number and text) that
   succeeded there. The run id is printed on stderr: classh: run ID.
 
 Options:
