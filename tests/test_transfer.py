@@ -512,3 +512,12 @@ def test_slurp_refused_host_and_existing_file(fleet, remote_tmp, tmp_path):
     assert records["node2"].ok
     assert sorted(os.listdir(str(dest))) == ["node1", "node2"]
     assert not os.path.exists(str(dest / "node1" / PARTIAL_NAME))
+
+
+def test_a_copy_to_a_missing_directory_reads_as_the_shell_says_it(classh, tmp_path):
+    source = tmp_path / "f"
+    source.write_text("x\n")
+    r = classh("--copy", str(source), "--dest", "/nonexistent-classh/f", "node1")
+    assert r.rc == 5, r
+    assert "sh: 1: cannot create /nonexistent-classh/f: Directory nonexistent" in r.out, r
+    assert "eval" not in r.out

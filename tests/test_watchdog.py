@@ -319,3 +319,22 @@ def test_with_ssh_n_the_command_is_not_killed_at_once(standin):
     # ssh -n gives the command no stdin: its end of file must not read as a dead session.
     r = standin("--ssh", STANDIN + " -n", "--format", "lines", "sleep 0.3; echo ok", "h[1-3]")
     assert r.rc == 0 and sorted(r.out.splitlines()) == ["h1: ok", "h2: ok", "h3: ok"], r
+
+
+ERRORS = "datex; echo x > /nonexistent-classh/a; echo done"
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh"] + SHELLS)
+def test_a_commands_own_errors_read_as_with_plain_ssh(shell_fleet, shell):
+    user = TEST_USER if shell == "/bin/sh" else shell_fleet.shell_users[shell]
+    plain = subprocess.run(shell_fleet.ssh_argv + ["-l", user, "node1", ERRORS],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    got = records("node1", ERRORS, ssh=shell_fleet.ssh_command, user=user)["node1"]
+    assert got.stdout == plain.stdout and got.exitcode == plain.returncode
+    assert got.stderr == plain.stderr and b"eval" not in got.stderr, (got.stderr, plain.stderr)
+    # With input (the watcher then watches sshd, not stdin) and over several lines.
+    lines = "echo a\n" + ERRORS
+    plain = subprocess.run(shell_fleet.ssh_argv + ["-l", user, "node1", lines],
+                           input=b"in\n", capture_output=True, timeout=30)
+    got = records("node1", lines, ssh=shell_fleet.ssh_command, user=user, input=b"in\n")["node1"]
+    assert (got.stdout, got.stderr) == (plain.stdout, plain.stderr)

@@ -4,11 +4,13 @@ sshd gives a command without a terminal no signal when the connection
 drops: killing the local ssh leaves the remote command running. So classh
 sends, instead of COMMAND itself, one line that the login shell runs::
 
-    test -z "$status" || exec sh -c 'WATCHDOG; "$SHELL" -c "$1"' classh-watchdog 'COMMAND'; eval 'classh_c='\''COMMAND'\''; WATCHDOG; eval "$classh_c"'
+    test -z "$status" || exec sh -c 'WATCHDOG; "$SHELL" -c "$1"' classh-watchdog 'COMMAND'; eval 'classh_c='\''COMMAND'\''; WATCHDOG; RUN'; classh_run
 
 A POSIX login shell (sh, dash, bash, ksh: ``$status`` unset) skips the
 first part and evaluates the watchdog itself, then COMMAND: no second
-shell is started, and COMMAND runs in the login shell as with plain ssh.
+shell is started, and COMMAND runs in the login shell as with plain ssh
+(bash ``eval``s it and exits; other shells run it as the body of a
+function that ``eval`` defined, so that dash's messages carry no ``eval:``).
 csh, tcsh, fish and zsh set ``$status``: they ``exec`` a POSIX ``sh`` that
 runs the same watchdog and COMMAND through ``"$SHELL" -c`` (fish would
 choke on the POSIX text, which it only ever sees inside single quotes).
@@ -78,8 +80,19 @@ _ON_PARENT_GONE = (
     "</dev/null >/dev/null 2>&1 & echo $!); " % ("%s", _KILL_GROUP))
 # The watcher is killed when the shell exits, however COMMAND ends.
 _UNWATCH = 'trap "kill -KILL $classh_w" EXIT; '
+# COMMAND's own errors must read as with plain ssh. dash prefixes what goes
+# wrong inside ``eval`` with "eval: ", so there eval only defines a function
+# holding COMMAND, called after the eval (CALL); bash reads its errors inside
+# eval as plain ones (but names a function's "environment: line 2"), so bash
+# evals COMMAND and exits with its status. ``${IFS#??}`` is a newline (IFS
+# starts as space, tab, newline): it ends COMMAND before the function's "}"
+# (a comment or a here-document may end it) with no newline in the line,
+# which csh must be able to read.
+_RUN = ('if test -n "${BASH_VERSION-}"; then eval "$classh_c"; exit; fi; '
+        'eval "classh_run() { $classh_c${IFS#??}}"')
+_CALL = "classh_run"
 # In a POSIX login shell: COMMAND evaluated right there.
-_INLINE = 'classh_c=%s; %s' + _UNWATCH + 'eval "$classh_c"'
+_INLINE = 'classh_c=%s; %s' + _UNWATCH + _RUN
 # From csh, fish, zsh: a POSIX sh runs COMMAND ($1) through the login shell.
 _EXEC_SH = '%s' + _UNWATCH + '"${SHELL:-/bin/sh}" -c "$1"'
 _NEWLINE = "\001"
@@ -144,5 +157,5 @@ def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None,
         fallback = 'set -- "$(printf "%%s\\n" "$1" | tr "\\001" "\\012")"; ' + fallback
         inline = inline.replace("; %s", '; classh_c=$(printf "%%s\\n" "$classh_c" | tr "\\001" "\\012"); %s', 1)
     word = quote_word(command)
-    return 'test -z "$status" || exec sh -c %s %s %s; eval %s' % (
-        quote_word(fallback % watch), NAME, word, quote_word(inline % (word, watch)))
+    return 'test -z "$status" || exec sh -c %s %s %s; eval %s; %s' % (
+        quote_word(fallback % watch), NAME, word, quote_word(inline % (word, watch)), _CALL)
