@@ -236,3 +236,20 @@ def test_every_long_option_of_the_usage_is_in_the_man_page():
     assert len(options) > 40
     missing = sorted(name for name in options if name not in man)
     assert missing == []
+
+
+def test_the_man_synopsis_names_every_option_of_the_usage_lines():
+    """Every option the Usage: lines of --help name is in the man page's SYNOPSIS."""
+    import os
+    import re
+
+    from classh.cli import USAGE
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "man", "classh.1")) as fh:
+        man = fh.read().replace("\\-", "-")
+    synopsis = man[man.index(".SH SYNOPSIS"):man.index(".SH DESCRIPTION")]
+    usage = USAGE[USAGE.index("Usage:"):USAGE.index("\n\n", USAGE.index("Usage:"))]
+    named = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][a-z-]*)", usage))
+    assert {"--machines", "--input", "--init-file", "--node"} <= named
+    assert sorted(name for name in named if name not in synopsis) == []
