@@ -250,3 +250,15 @@ def test_sighup_drains_a_block_run_and_says_where_the_input_stopped(fleet):
     assert "draining" in err and "undone: the input past block" in err
     done = [int(x) for x in (first + out).split()]
     assert done and sorted(done) == list(range(1, len(done) + 1))  # no block lost in between
+
+
+def test_kssh_input_with_several_files_after_one_input_is_one_block_each(classh, tmp_path):
+    files = []
+    for name, lines in (("f1", 3), ("f2", 5), ("f3", 7)):
+        (tmp_path / name).write_text("x\n" * lines)
+        files.append(str(tmp_path / name))
+    r = classh("--node", "node1", "--task", "wc -l", "-k", "--input", *files)
+    assert r.rc == 0, r
+    assert r.out.split() == ["3", "5", "7"]
+    bad = classh("--node", "node1", "--task", "wc -l", "--input", files[0], "/nonexistent/f")
+    assert bad.rc == 2 and "/nonexistent/f" in bad.err, bad

@@ -107,7 +107,8 @@ Job mode (chosen by --node, --node-file or --machines; no COMMAND, no TARGET):
   --input FILE                   Blocks: the stdin of --task runs. One FILE
                                  ('-': stdin, read as it arrives) is cut into
                                  blocks of --blocksize lines; several FILEs
-                                 (repeat --input) are one block each.
+                                 (--input a b c, or --input repeated) are
+                                 one block each.
   --task CMD                     The command each block is fed to.
   --blocksize N                  Lines per block (default 1).
   --task-success-code N          The exit status that means success
@@ -653,9 +654,19 @@ def kill_run(args: dict, environ, options: Options) -> int:
 
 # -- job mode -------------------------------------------------------------------
 
+def take_input_words(args: dict) -> None:
+    """kssh's ``--input a b c``: with --input, the words docopt took for COMMAND and
+    TARGET are more input files (one block each), in their order."""
+    words = ([args["COMMAND"]] if args["COMMAND"] else []) + list(args["TARGET"])
+    if args["--input"] and words:
+        args["--input"] = list(args["--input"]) + words
+        args["COMMAND"], args["TARGET"] = None, []
+
+
 def check_job_args(args: dict) -> None:
     """Refuse what job mode cannot take, before anything is read or asked: a COMMAND or
-    TARGET, a --format it has not, bad numbers."""
+    TARGET (but see :func:`take_input_words`), a --format it has not, bad numbers."""
+    take_input_words(args)
     words = ([args["COMMAND"]] if args["COMMAND"] else []) + list(args["TARGET"])
     if words:
         raise UsageError("job mode (--node, --node-file) takes no COMMAND or TARGET: %s "
