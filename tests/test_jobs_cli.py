@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import CLASSH, base_env
+from conftest import CLASSH, base_env, run_classh
 
 from classh.cli import UsageError, check_mode_options, mode_of, parse
 from classh.display import SafeStream
@@ -711,3 +711,32 @@ def test_resume_with_streamed_jobs_never_gives_two_jobs_one_number(classh, tmp_p
     assert (results / "job-5.out").read_text() == "D\n"
     assert "1 skipped" in second.err
 
+
+
+@pytest.mark.parametrize("argv,word", [
+    (["--input", "f", "--task", "wc -l"], "--input"),
+    (["--on-each-node", "true"], "--on-each-node"),
+    (["--job", "true"], "--job"),
+    (["--job-file", "jobs.txt"], "--job-file"),
+])
+def test_job_work_without_nodes_says_nodes_are_needed(argv, word):
+    r = run_classh(argv)
+    assert r.rc == 2, r
+    assert r.err == "classh: %s: job mode needs nodes: give --node, --node-file or --machines" \
+        " (see classh --help)\n" % word
+
+
+def test_blocks_with_no_node_left_say_what_was_not_run_in_one_account(classh, tmp_path):
+    data = tmp_path / "in"
+    data.write_text("1\n2\n3\n")
+    r = classh("--node", "refused", "--input", str(data), "--task", "wc -l")
+    assert r.rc == 4, r
+    assert "0 jobs not run" not in r.err
+    lines = [line for line in r.err.splitlines() if "no node left" in line]
+    assert len(lines) == 1 and lines[0].endswith(" not run"), r.err
+
+
+def test_the_plan_of_a_streamed_job_file_says_jobs_are_read_as_they_arrive(classh):
+    r = classh("--node", "node1", "--job-file", "-", input=b"echo a\n")
+    assert r.rc == 0, r
+    assert "classh: jobs: streamed (read as they arrive)" in r.err.splitlines()

@@ -347,6 +347,9 @@ def explain_bad_arguments(argv: List[str], exc: DocoptExit) -> str:
         return "%s needs --dest PATH" % modes[0]
     if "--dest" in words and not set(modes) & {"--copy", "--slurp"}:
         return "--dest goes with --copy or --slurp"
+    job_words = [word for word in _JOB_ONLY_WORDS if word in words]
+    if job_words and not modes:
+        return "%s: job mode needs nodes: give --node, --node-file or --machines" % job_words[0]
     if not any(not word.startswith("-") for word in argv):
         return "no COMMAND given"
     return "bad arguments: %s" % " ".join(shlex.quote(word) for word in argv)
@@ -356,6 +359,8 @@ _MODE_WORDS = ("--copy", "--slurp", "-i", "--interactive", "--close", "--list", 
                "--node", "--node-file", "--machines", "--kill")
 #: Each word chooses job mode (named by the first).
 _JOB_MODE_WORDS = {"--node-file": "--node", "--machines": "--node"}
+#: Work that only job mode runs: without nodes, the pool is what is missing.
+_JOB_ONLY_WORDS = ("--job", "--job-file", "--on-each-node", "--input", "--task")
 
 
 def build_options(args: dict, environ) -> Options:

@@ -1163,17 +1163,23 @@ class JobSource(TaskSource):
             return
         while blocks and self.blocks.held():
             self._take_block()
-        self.notify("no node left: %d jobs not run" % len(self._queue))
+        jobs = len(self._queue)
         while self._queue:
             self._give_up(self._queue.popleft())
-        self._stop_input()
+        left = ["%d job%s" % (jobs, "" if jobs == 1 else "s")] if jobs else []
+        left += [part for part in (self._stop_input(),) if part]
+        if left:
+            self.notify("no node left: %s not run" % " and ".join(left))
 
-    def _stop_input(self) -> None:
-        """No block will run: stop reading the input (one line says where it stopped)."""
+    def _stop_input(self) -> str:
+        """No block will run: stop reading the input (one undone line says where it
+        stopped); what was left unread ("" when nothing)."""
         if self.blocks is None or self.blocks.ended:
-            return
+            return ""
         self.blocks.close()
-        self.undone.append("the input past block %d (not read)" % max(self.jobs or [0]))
+        unread = "the input past block %d" % max(self.jobs or [0])
+        self.undone.append(unread + " (not read)")
+        return unread
 
     # -- streamed job files ------------------------------------------------------
     def _add_line(self, line: str, where: str) -> None:

@@ -202,6 +202,7 @@ def job_plan(run_id: str, jobs: int, streamed: bool, nodes: int, slots: int,
 
         run 1a2b3c4d
         jobs: 120 to run + streamed; 14 done before in r/ (skipped)
+        (``jobs: streamed (read as they arrive)`` while none is known yet)
         nodes: 3 with 10 slots asked for; the node files are followed
 
     ``streamed``: a job file is still open (more jobs may come); ``done_before``
@@ -210,7 +211,8 @@ def job_plan(run_id: str, jobs: int, streamed: bool, nodes: int, slots: int,
     each node is probed (one line per node follows then); ``blocks`` (a
     :class:`~classh.blocks.BlockInput`): the jobs are its blocks.
     """
-    work = "jobs: %d to run" % jobs + (" + streamed" if streamed else "")
+    work = ("jobs: %d to run" % jobs + (" + streamed" if streamed else "") if jobs or not streamed
+            else "jobs: streamed (read as they arrive)")
     if blocks is not None:
         paths = blocks.paths
         work = ("blocks: %d lines each from %s" % (blocks.size, paths[0]) if len(paths) == 1
