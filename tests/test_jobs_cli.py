@@ -740,3 +740,25 @@ def test_the_plan_of_a_streamed_job_file_says_jobs_are_read_as_they_arrive(class
     r = classh("--node", "node1", "--job-file", "-", input=b"echo a\n")
     assert r.rc == 0, r
     assert "classh: jobs: streamed (read as they arrive)" in r.err.splitlines()
+
+
+def test_a_retried_job_goes_to_a_node_it_has_not_failed_on(classh, tmp_path):
+    # clstr's promise: a failed job is retried on other nodes.
+    results = str(tmp_path / "r")
+    r = classh("-q", "-o", results, "--node", "node1", "--node", "node2", "--retries", "3",
+               "--job", 'echo "{host}"; [ "{host}" != node1 ]',
+               "--job", 'echo "{host}"; [ "{host}" != node2 ]')
+    assert r.rc == 0, r
+    lines = [json.loads(line) for line in open(os.path.join(results, "summary.jsonl"))]
+    for data in lines:
+        assert data["status"] == "ok" and data["attempts"] <= 2, data
+        assert data["attempt_nodes"][-1] == data["node"]
+        assert len(set(data["attempt_nodes"])) == len(data["attempt_nodes"]), data  # no node twice
+
+
+def test_a_retried_job_runs_again_where_it_failed_when_no_other_node_is_left(classh, tmp_path):
+    results = str(tmp_path / "r")
+    r = classh("-q", "-o", results, "--node", "node1", "--retries", "3", "--job", "exit 3")
+    assert r.rc == 5, r
+    data = json.loads(open(os.path.join(results, "summary.jsonl")).read())
+    assert data["attempt_nodes"] == ["node1"] * 3

@@ -109,6 +109,8 @@ class Job:
     identity: Optional[str] = None  # a block's identity (block-N:HASH); a job's is its text
     stalled: bool = False      # killed by the stall watch: it runs again elsewhere
     started: float = 0.0       # when its attempt started (monotonic)
+    nodes: List[str] = field(default_factory=list)  # the node of each attempt, in order
+    failed_on: Set[str] = field(default_factory=set)  # nodes an attempt failed on
 
 
 @dataclass
@@ -665,16 +667,38 @@ class JobSource(TaskSource):
                 self._block_bytes < MAX_BLOCK_BYTES):
             self._take_block()
         if self._queue:
-            while self._free:
+            passed = []  # free slots whose node only retried jobs that failed there would get
+            task = None
+            while self._free and task is None:
                 link = self._free.popleft()
-                if self._usable(link):
-                    node = link.node
-                    return self._start(node.pinned.popleft() if node.pinned else self._queue.popleft(),
-                                       link)
-            return None
+                if not self._usable(link):
+                    continue
+                node = link.node
+                job = node.pinned.popleft() if node.pinned else self._take_job_for(node)
+                if job is None:
+                    passed.append(link)
+                else:
+                    task = self._start(job, link)
+            self._free.extend(passed)
+            return task
         if self._pinned:
             return self._next_pinned()
         return None
+
+    def _take_job_for(self, node: _Node) -> Optional[Job]:
+        """The first job in line that may run on ``node`` (taken out of the line): a retried
+        job does not go back to a node it failed on while another node may still take it
+        (GNU parallel's "on another computer on which it has not failed")."""
+        for at, job in enumerate(self._queue):
+            if node.label not in job.failed_on or not self._elsewhere(job):
+                del self._queue[at]
+                return job
+        return None  # a fresh job is always taken: only retried ones were looked at
+
+    def _elsewhere(self, job: Job) -> bool:
+        """True when a node of the pool that ``job`` has not failed on may still run it."""
+        return any(node.state in (PROBING, READY) and node.label not in job.failed_on
+                   for node in self._nodes)
 
     def _next_pinned(self) -> Optional[Task]:
         """A pinned job on a free slot of its node (the general queue is empty)."""
@@ -707,6 +731,7 @@ class JobSource(TaskSource):
         if job.pin is not None:
             self._pinned -= 1
         job.attempts += 1
+        job.nodes.append(node.label)
         link.running += 1
         node.running += 1
         node.started += 1
@@ -767,6 +792,7 @@ class JobSource(TaskSource):
         node = self._by_label[label]
         link, gpu = self._release(job, node)
         record.job, record.node, record.command, record.attempts = job.id, label, job.command, job.attempts
+        record.attempt_nodes = list(job.nodes)
         record.gpu = gpu.index if gpu is not None else None
         record.block = job.identity
         record.success_code = self.job_options.success_code
@@ -1069,6 +1095,7 @@ class JobSource(TaskSource):
             return True
         if job.pin is not None and node.state in (DROPPED, RETIRED):
             return True
+        job.failed_on.add(node.label)
         self._requeue(job)
         return False
 

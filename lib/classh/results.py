@@ -70,6 +70,8 @@ class Record:
     gpu: Optional[int] = None
     #: Job mode's blocks (``--input``): the block's identity, ``block-N:HASH``.
     block: Optional[str] = None
+    #: Job mode: the node of each attempt, in order (the last one is ``node``).
+    attempt_nodes: Optional[List[str]] = None
     #: The exit status that means success (``--task-success-code``).
     success_code: int = 0
     #: The command ended but its stdout/stderr stayed open and silent (a background
@@ -248,6 +250,8 @@ def record_to_dict(record: Record, with_output: bool = True) -> dict:
         data["output_cut"] = True
     if record.job is not None:
         data.update(job=record.job, node=record.node, attempts=record.attempts)
+        if record.attempt_nodes:
+            data["attempt_nodes"] = list(record.attempt_nodes)
         if record.gpu is not None:
             data["gpu"] = record.gpu
         if record.block is not None:
@@ -314,6 +318,7 @@ def record_from_dict(data: dict) -> Record:
         attempts=int(data.get("attempts", 1)),
         gpu=data.get("gpu"),
         block=data.get("block"),
+        attempt_nodes=data.get("attempt_nodes"),
         output_cut=bool(data.get("output_cut")),
     )
 
