@@ -5,6 +5,7 @@ are killed by tag (their processes found on the target by the ``sleep MARK``
 markers of tests/leftovers.py); processes without the tag or with a similar
 one, started over ssh, survive.
 """
+import json
 import os
 import subprocess
 import time
@@ -217,3 +218,27 @@ def test_api_kill_of_one_job_requeues_nothing(fleet, sweep):
     assert source.counts["retried"] == 0 and source.counts["dropped"] == 0
     assert summary.tally.counts["killed"] == 1 and summary.tally.counts["ok"] == 1
     assert lines == [] and summary.exit_status == 3
+
+
+def test_kill_a_run_over_its_machines_file_each_node_through_its_connect_cmd(fleet, sweep,
+                                                                          tmp_path):
+    mark, command = with_marker("sleep {m}")
+    sweep.append(mark)
+    machines = tmp_path / "machines.json"
+    # The run-wide ssh is broken: only each machine's connect_cmd reaches the fleet.
+    machines.write_text(json.dumps([{"hostname": "default", "connect_cmd": fleet.ssh_command},
+                                    {"hostname": "node1", "slots": 2}, {"hostname": "node2"}]))
+    broken = {"CLASSH_SSH": "ssh -F /nonexistent/ssh_config"}
+    run = start_classh(fleet, ["-q", "--retries", "1", "--machines", str(machines)]
+                       + ["--job", command] * 3, env=broken)
+    try:
+        run_id = run_id_of(run)
+        assert wait_for(lambda: len(pids_of(mark)) == 3, 30)
+        r = run_classh(["--kill", run_id, "--machines", str(machines)], env=broken)
+        assert r.rc == 0, r
+        # One machine behind every name: each node's kill may find all three.
+        assert [line.split(":")[0] for line in sorted(r.out.splitlines())] == ["node1", "node2"]
+        assert "processes" in r.out and leftovers(mark) == []
+        assert run.wait(30) != 0
+    finally:
+        stop(run)

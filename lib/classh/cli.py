@@ -6,7 +6,7 @@ import os
 import resource
 import shlex
 import sys
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from docopt import (DocoptExit, DocoptLanguageError, Tokens, docopt, parse_docstring_sections,
                     parse_longer, parse_options, parse_shorts)
@@ -42,7 +42,7 @@ Usage:
          [--] (-i | --close | --list | --fold | --copy=SRC... --dest=PATH
                | --slurp=REMOTE --dest=PATH
                | (--node=HOST | --node-file=FILE | --machines=FILE)...
-               | --kill=ID [(--node=HOST | --node-file=FILE)...]
+               | --kill=ID [(--node=HOST | --node-file=FILE | --machines=FILE)...]
                | COMMAND) [--] [TARGET...]
   classh -h | --help
   classh --version
@@ -73,7 +73,9 @@ Modes:
                                  folded into ranges: n[1-40,45].
   --count                        With --list or --fold: print how many hosts.
   --kill ID                      Kill a job run's processes on every TARGET
-                                 (or on the nodes of --node/--node-file): ID
+                                 (or on the nodes of --node, --node-file or
+                                 of a --machines file, each over its own
+                                 connect_cmd): ID
                                  is RUN-ID (the whole run) or RUN-ID.JOB-ID
                                  (one job). Each process whose environment
                                  holds that CLASSH_TAG ends with its process
@@ -636,25 +638,41 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
 
 def kill_run(args: dict, environ, options: Options) -> int:
     """``classh --kill RUN-ID[.JOB-ID]``: the kill script (:mod:`classh.kill`) sent as it is
-    to every TARGET, or to the nodes of ``--node``/``--node-file`` (a run's own node file);
+    to every TARGET, or to the nodes of ``--node``/``--node-file``/``--machines`` (a run's own);
     ``host: N processes`` for each; the exit status of a host-mode run."""
-    from .jobs import parse_nodes
     from .kill import kill_command
 
     command = kill_command(args["--kill"])  # checked before any host file is read
-    if args["--node"] or args["--node-file"]:
+    out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
+    options = options.replace(raw=True)
+    if args["--node"] or args["--node-file"] or args["--machines"]:
         if args["TARGET"] or args["--exclude"]:
-            raise UsageError("--kill takes TARGETs or --node/--node-file, not both (nor -x)")
-        names = args["--node"] + args["--node-file"]
-        targets = [spec.target for spec in parse_nodes(
-            args["--node"], args["--node-file"], expand=options.expand, max_hosts=options.max_hosts)]
+            raise UsageError("--kill takes TARGETs or --node/--node-file/--machines, not both "
+                             "(nor -x)")
+        names = args["--node"] + args["--node-file"] + args["--machines"]
+        specs = job_nodes(args, options, err)
+        targets = [spec.target for spec in specs]
+        make_task = per_node_task_maker(command, options, specs)
     else:
         names = target_args(args, environ)
         targets = resolve_targets(args, environ, options.expand, options.max_hosts)
-    out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
-    source = TargetSource(targets, task_maker(command, options.replace(raw=True)))
+        make_task = task_maker(command, options)
+    source = TargetSource(targets, make_task)
     summary = Run(source, options, [LinesDisplay(out, err)], keep=0).run()
     return report(summary, source, names, args, err)
+
+
+def per_node_task_maker(command: str, options: Options, specs: list):
+    """A task maker sending ``command`` to each node of ``specs`` over its own ssh command
+    line (a --machines ``connect_cmd``; the run's ssh otherwise)."""
+    makers: Dict[Optional[str], Callable] = {}
+    by_label = {}
+    for spec in specs:
+        if spec.ssh not in makers:
+            makers[spec.ssh] = task_maker(command, options if spec.ssh is None
+                                          else options.replace(ssh=spec.ssh))
+        by_label[spec.target.label] = makers[spec.ssh]
+    return lambda target: by_label[target.label](target)
 
 
 # -- job mode -------------------------------------------------------------------
