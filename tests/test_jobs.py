@@ -447,3 +447,35 @@ def test_the_api_keeps_sighup_ending_the_call_no_drain(fleet):
     assert proc.returncode == -signal.SIGHUP, err  # ended, as classh.run would; no drain
     assert "went on" not in out
     assert leftovers("31.7171") == []
+
+
+def test_the_api_runs_blocks_with_input_task_and_blocksize(fleet, tmp_path):
+    data = tmp_path / "in"
+    data.write_text("".join("%d\n" % i for i in range(1, 26)))
+    records = classh.jobs("node1*2", opts={"ssh": fleet.ssh_command, "input": str(data),
+                                           "task": "wc -l", "blocksize": 10})
+    assert sorted(records) == [1, 2, 3]
+    assert [records[i].stdout for i in (1, 2, 3)] == [b"10\n", b"10\n", b"5\n"]
+    assert all(r.block.startswith("block-%d:" % i) for i, r in records.items())
+    with pytest.raises(TargetError, match="--task"):
+        classh.jobs("node1", ["true"], {"ssh": fleet.ssh_command, "input": str(data),
+                                        "task": "wc -l"})
+
+
+def test_the_api_takes_a_machines_file_and_node_set_up(fleet, tmp_path, remote_dir):
+    machines = tmp_path / "machines.json"
+    machines.write_text(json.dumps([{"hostname": "default", "connect_cmd": fleet.ssh_command},
+                                    {"hostname": "node1", "wd": remote_dir + "/w1"},
+                                    {"hostname": "node2", "wd": remote_dir + "/w2",
+                                     "download_timeout": 3}]))
+    script = tmp_path / "init.sh"
+    script.write_text("echo set > mark\n")
+    said = []
+    records = classh.jobs(None, ["cat mark; basename $PWD"] * 4, {
+        "ssh": "ssh -F /nonexistent/ssh_config", "machines": str(machines),
+        "init_script": str(script), "notify": said.append})
+    assert sorted({r.stdout for r in records.values()}) in (
+        [b"set\nw1\n", b"set\nw2\n"], [b"set\nw1\n"], [b"set\nw2\n"])
+    assert all(r.ok for r in records.values())
+    assert os.path.exists(remote_dir + "/w1/mark") and os.path.exists(remote_dir + "/w2/mark")
+    assert any("download_timeout" in line for line in said), said

@@ -800,27 +800,14 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
 
 
 def job_nodes(args: dict, options: Options, err: SafeStream) -> list:
-    """The pool: --node and --node-file, then the --machines files (their notices said on
-    stderr); a node in both is an error naming it."""
-    from .jobs import NodeSpec, parse_nodes
-    from .machines import read_machines
+    """The pool of --node, --node-file and --machines (see :func:`classh.jobs.node_pool`);
+    the machines files' notices are said on stderr."""
+    from .jobs import node_pool
 
-    nodes = []
-    if args["--node"] or args["--node-file"] or not args["--machines"]:
-        nodes = parse_nodes(args["--node"], args["--node-file"], expand=options.expand,
-                            max_hosts=options.max_hosts)
-    seen = {spec.target.label for spec in nodes}
-    for path in args["--machines"]:
-        machines, notices = read_machines(path, max_hosts=options.max_hosts)
-        for notice in notices:
-            _say(err, notice)
-        for machine in machines:
-            if machine.target.label in seen:
-                raise UsageError("node %r is in --machines %r and in another node list: give it "
-                                 "once" % (machine.target.label, path))
-            seen.add(machine.target.label)
-            nodes.append(NodeSpec(machine.target, machine.slots, ssh=machine.ssh, wd=machine.wd,
-                                  init_timeout=machine.init_timeout))
+    nodes, notices = node_pool(args["--node"], args["--node-file"], args["--machines"],
+                               expand=options.expand, max_hosts=options.max_hosts)
+    for notice in notices:
+        _say(err, notice)
     return nodes
 
 

@@ -261,6 +261,32 @@ def parse_nodes(args: Sequence[str], files: Sequence[str] = (), *, expand: bool 
     return [NodeSpec(target, slots) for target, slots in found.values()]
 
 
+def node_pool(node_args: Sequence[str] = (), node_files: Sequence[str] = (),
+              machine_files: Sequence[str] = (), *, expand: bool = True,
+              max_hosts: int = DEFAULT_MAX_HOSTS) -> Tuple[List[NodeSpec], List[str]]:
+    """(the pool, the machines files' notices): the nodes of ``node_args`` and
+    ``node_files`` (see :func:`parse_nodes`), then those of the kssh machines files; a
+    node in both is a JobError naming it."""
+    from .machines import read_machines
+
+    nodes = []
+    if node_args or node_files or not machine_files:
+        nodes = parse_nodes(node_args, node_files, expand=expand, max_hosts=max_hosts)
+    seen = {spec.target.label for spec in nodes}
+    notices = []
+    for path in machine_files:
+        machines, said = read_machines(path, max_hosts=max_hosts)
+        notices += said
+        for machine in machines:
+            if machine.target.label in seen:
+                raise JobError("node %r is in --machines %r and in another node list: give it "
+                               "once" % (machine.target.label, path))
+            seen.add(machine.target.label)
+            nodes.append(NodeSpec(machine.target, machine.slots, ssh=machine.ssh, wd=machine.wd,
+                                  init_timeout=machine.init_timeout))
+    return nodes, notices
+
+
 def job_line(line: str, where: str = "") -> Optional[str]:
     """The command of one job-file line; None for a blank line or a ``#`` comment."""
     text = line.strip()
@@ -1551,41 +1577,77 @@ def _wait(pid: int, deadline: float) -> None:
 
 
 # -- the Python API ------------------------------------------------------------
+#: ``opts`` keys of :func:`jobs` that are neither Options nor JobOptions: what the job
+#: source takes besides (``input`` with ``task``: the block input files, not Options.input).
+_SOURCE_KEYS = ("on_each_node", "notify", "task", "blocksize", "machines", "init_files",
+                "init_script")
+
+
 def _split_opts(opts: Union[None, Options, dict]) -> Tuple[Options, JobOptions, dict]:
-    """(Options, JobOptions, the rest: on_each_node, notify) from the API's ``opts``."""
+    """(Options, JobOptions, the rest: see :data:`_SOURCE_KEYS`) from the API's ``opts``."""
     if isinstance(opts, Options) or opts is None:
         return as_options(opts), JobOptions(), {}
     values = dict(opts)
     names = {f.name for f in fields(JobOptions)}
     job_values = {k: values.pop(k) for k in list(values) if k in names}
-    rest = {k: values.pop(k) for k in ("on_each_node", "notify") if k in values}
+    rest = {k: values.pop(k) for k in _SOURCE_KEYS if k in values}
+    if "task" in rest and "input" in values:
+        rest["input"] = values.pop("input")
     return as_options(values), JobOptions(**job_values), rest
 
 
 def _node_args(nodes) -> List[str]:
+    if not nodes:
+        return []
     if isinstance(nodes, str):
         return [nodes]
     return [node.label if isinstance(node, Target) else node for node in nodes]
 
 
-def jobs(nodes, jobs, opts=None) -> Dict[int, Record]:
+def _paths(value) -> List[str]:
+    """One path or a list of them, as a list."""
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+def _source_parts(rest: dict) -> dict:
+    """JobSource's keywords for blocks (``input``, ``task``, ``blocksize``) and set-up
+    (``init_files``, ``init_script``) from the API's ``opts``."""
+    parts = {key: rest[key] for key in ("on_each_node", "notify") if key in rest}
+    if "task" in rest or "input" in rest:
+        size = rest.get("blocksize")
+        parts["blocks"] = BlockInput(_paths(rest.get("input")),
+                                     size=1 if size is None else positive_int("blocksize", size))
+        parts["task"] = rest.get("task")
+    if rest.get("init_files") or rest.get("init_script"):
+        parts["setup"] = NodeSetup(_paths(rest.get("init_files")), rest.get("init_script"))
+    return parts
+
+
+def jobs(nodes, jobs=(), opts=None) -> Dict[int, Record]:
     """Run ``jobs`` (commands) over the slots of ``nodes``; ``{job_id: record}``.
 
     ``nodes`` is a pattern or a list of them (``"node[1-4]*2"``: 2 slots
     each); ``jobs`` a list of commands (ids 1, 2, 3... in that order).
     ``opts`` is an :class:`Options`, or a dict of Options and
     :class:`JobOptions` keywords plus ``on_each_node`` (a command run once on
-    every node) and ``notify`` (called with each line for the user: a node
-    dropped...). Each record has ``command``, ``node``, ``exitcode``,
+    every node), ``notify`` (called with each line for the user: a node
+    dropped...), ``machines`` (kssh machines files, as ``--machines``; with
+    them ``nodes`` may be empty), ``init_files`` and ``init_script`` (node
+    set-up), and blocks: ``input`` (a file or a list, as ``--input``) with
+    ``task`` (the command each block is fed to, instead of ``jobs``) and
+    ``blocksize``. Each record has ``command``, ``node``, ``exitcode``,
     ``output``, ``errors``, ``started``, ``stopped``, ``attempts``; a job no
     node could run gets an ssh-error record saying so. Bad input raises
     TargetError/OptionError before anything runs; a signal ends the call as
     with :func:`classh.run` (KeyboardInterrupt for SIGINT).
     """
     options, job_options, rest = _split_opts(opts)
-    specs = parse_nodes(_node_args(nodes), expand=options.expand, max_hosts=options.max_hosts)
-    commands, _ = read_jobs([jobs] if isinstance(jobs, str) else list(jobs))
-    source = JobSource(specs, commands, options, job_options, **rest)
+    specs, notices = node_pool(_node_args(nodes), (), _paths(rest.get("machines")),
+                               expand=options.expand, max_hosts=options.max_hosts)
+    for notice in notices:
+        rest.get("notify", lambda line: None)(notice)
+    commands, _ = read_jobs([jobs] if isinstance(jobs, str) else list(jobs or ()))
+    source = JobSource(specs, commands, options, job_options, **_source_parts(rest))
     collector = _Collector()
     sinks = assemble(options, views=lambda skip: [collector])
     summary = Run(source, options, sinks.observers, keep=sinks.keep, fanout=source.fanout()).run()
