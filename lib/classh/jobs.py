@@ -43,7 +43,7 @@ from .gpus import GpuRule, assess, cuda_env, parse_probe, probe_command
 from .hostmode import ssh_reads_no_stdin
 from .options import Options, OptionError, positive_int, seconds
 from .prompts import HostAuth
-from .remote import remote_command
+from .remote import cut, remote_command, remote_task
 from .results import KILLED, OK, Record, SSH_ERROR, TIMEOUT, last_line, some_names
 from .blocks import BlockInput
 from .nodesetup import NodeSetup
@@ -421,6 +421,13 @@ def _reached(record: Record) -> bool:
             and not record.error and not record.interrupted)
 
 
+def _not_started(record: Record) -> bool:
+    """True when ssh itself could not be started (the supervisor's spawn failed, e.g. a job
+    line too long for one argument, E2BIG): nothing reached the node."""
+    return (record.error is not None and record.exitcode is None and record.signal is None
+            and not record.timed_out and not record.interrupted)
+
+
 def _failure_reason(record: Record) -> str:
     """Why an attempt failed, in a few words (ssh's last stderr line when there is one)."""
     if record.timed_out:
@@ -612,7 +619,7 @@ class JobSource(TaskSource):
             self._admit(node)  # --max-nodes never keeps a pinned job from its node
 
     def _give_up(self, job: Job) -> None:
-        self.undone.append("job-%d: %s" % (job.id, job.identity or job.command))
+        self.undone.append("job-%d: %s" % (job.id, job.identity or cut(job.command)))
         self.undone_ids.add(job.id)
         self._let_go(job)
 
@@ -717,20 +724,24 @@ class JobSource(TaskSource):
         if self.job_options.max_node_uses and node.started >= self.job_options.max_node_uses:
             self._retire(node)
         watch_stdin = node.watch_stdin and job.data is None
+        line, first = self._remote(job, node, watch_stdin, gpu)
         return Task(key="job-%d" % job.id,
-                    argv=node.ssh.argv(node.target, self._remote(job, node, watch_stdin, gpu),
-                                        self._control_options(link, False)),
-                    input=job.data, timeout=self.options.timeout, env=self._env,
+                    argv=node.ssh.argv(node.target, line, self._control_options(link, False)),
+                    input=job.data if first is None else first + (job.data or b""),
+                    timeout=self.options.timeout, env=self._env,
                     context=(job, node.label), attempt=job.attempts, auth=self._auth(),
                     hold_stdin=watch_stdin)
 
-    def _remote(self, job: Job, node: _Node, watch_stdin: bool, gpu: Optional[_Gpu] = None) -> str:
+    def _remote(self, job: Job, node: _Node, watch_stdin: bool,
+                gpu: Optional[_Gpu] = None) -> Tuple[str, Optional[bytes]]:
+        """(the line for ssh, what to write first on its stdin): a long job's text goes
+        over stdin where the node's ssh gives the target one (see remote_task)."""
         if self.options.raw:
-            return job.command
-        return remote_command(job.command, watch_stdin,
-                              tag="%s.%d" % (self.job_options.run_id, job.id),
-                              env=cuda_env(gpu.index) if gpu is not None else None,
-                              cwd=node.spec.wd)
+            return job.command, None
+        return remote_task(job.command, watch_stdin, node.watch_stdin,
+                           tag="%s.%d" % (self.job_options.run_id, job.id),
+                           env=cuda_env(gpu.index) if gpu is not None else None,
+                           cwd=node.spec.wd)
 
     def fanout(self) -> int:
         """The supervisor's cap for this source: every slot plus one probe per connection."""
@@ -1050,6 +1061,9 @@ class JobSource(TaskSource):
         status = record.status
         if status == OK:
             _strip_mux_line(record)
+            return True
+        if _not_started(record):  # ssh could not start (E2BIG): the job's fault, not the node's
+            record.error += "; not run again"
             return True
         if status == SSH_ERROR and any(word in record.stderr for word in _MUX_REFUSED) \
                 and link.running > 0:
