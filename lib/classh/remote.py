@@ -58,8 +58,8 @@ import re
 import shlex
 from typing import Mapping, Optional, Tuple
 
-__all__ = ["GRACE", "NAME", "MAX_LINE", "MAX_ARGUMENT", "remote_command", "remote_task", "quote_word",
-           "remote_word", "cut"]
+__all__ = ["GRACE", "NAME", "MAX_LINE", "MAX_ARGUMENT", "remote_command", "remote_task",
+           "quote_word", "remote_word", "cut"]
 
 #: Seconds between the SIGTERM and the SIGKILL sent to the remote process group.
 GRACE = 1
