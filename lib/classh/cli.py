@@ -118,8 +118,8 @@ Job mode (chosen by --node, --node-file or --machines; no COMMAND, no TARGET):
   --retries N                    Attempts per job (default 3).
   --stall-factor F               A job running F times longer than the
                                  moving average of completed ones is killed
-                                 and runs again on another node (default 5;
-                                 0: never).
+                                 (while other jobs wait) and runs again on
+                                 another node (default 5; 0: never).
   --stall-min SECS               Never count a job as stalled before SECS
                                  seconds (default 10).
   --fail-node-on-error           A job exiting non-zero also drops its node.

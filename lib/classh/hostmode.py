@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 import shlex
 from collections import deque
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from .loop import EventLoop
-from .options import Options
+from .options import Options, OptionError
 from .prompts import HostAuth, SudoWrapper
-from .remote import remote_command
+from .remote import MAX_ARGUMENT, cut, remote_command, remote_task
 from .ssh import SshCommand, option_keyword
 from .streams import LineStreams, is_pipe_or_device, open_nonblocking
 from .supervisor import Supervisor, Task, TaskSource
@@ -53,6 +53,11 @@ def task_maker(command: Optional[str], options: Options) -> Callable[[Target], T
     With ``--sudo`` the watchdog runs inside sudo, as root, so that it can
     kill root's processes; with input it watches the sshd session process,
     whose pid the sudo wrapper passes in.
+
+    A command too long for ssh's command line goes over the held stdin
+    (:func:`classh.remote.remote_task`); where it cannot (input, ``--raw``,
+    ``--sudo``, ssh ``-n``) it is an OptionError naming its length, before
+    anything runs.
     """
     ssh = SshCommand(options)
     env = dict(os.environ)  # one plain copy for every child
@@ -61,23 +66,35 @@ def task_maker(command: Optional[str], options: Options) -> Callable[[Target], T
     watch_stdin = options.input is None and not ssh_reads_no_stdin(options)
     hold_stdin = watch_stdin and command is not None and not options.raw
 
-    def remote(target: Target) -> Optional[str]:
-        if command is None:
-            return None
-        text = command.replace("{host}", target.name)
+    def wrap(text: str) -> Tuple[str, Optional[bytes]]:
+        """(the line for ssh, what to write first on its held stdin) running ``text``."""
         if sudo is None:
-            return text if options.raw else remote_command(text, watch_stdin)
+            return (text, None) if options.raw else remote_task(text, watch_stdin, hold_stdin)
         if options.raw:
-            return sudo.wrap(text)
-        return sudo.wrap(remote_command(text, watch_stdin, parent="$1"), pass_ppid=not watch_stdin)
+            return sudo.wrap(text), None
+        return sudo.wrap(remote_command(text, watch_stdin, parent="$1"),
+                         pass_ppid=not watch_stdin), None
 
     def make(target: Target) -> Task:
         auth = HostAuth(options.password, tty, sudo) if tty or sudo else None
-        return Task(key=target.label, argv=ssh.argv(target, remote(target)), input=options.input,
-                    timeout=options.timeout, env=env, context=target, auth=auth,
-                    hold_stdin=hold_stdin)
+        line, first = wrap(command.replace("{host}", target.name)) if command is not None else (
+            None, None)
+        return Task(key=target.label, argv=ssh.argv(target, line),
+                    input=options.input if first is None else first, timeout=options.timeout,
+                    env=env, context=target, auth=auth, hold_stdin=hold_stdin)
 
+    if command is not None:
+        _check_length(command, *wrap(command))
     return make
+
+
+def _check_length(command: str, line: str, first: Optional[bytes]) -> None:
+    """OptionError when ``command``'s line for ssh is too long and cannot go over stdin."""
+    size = len(line.encode("utf-8", "surrogateescape"))
+    if first is None and size > MAX_ARGUMENT:
+        raise OptionError("COMMAND too long for ssh's command line: %d bytes as sent (at most %d; "
+                          "without input, --raw, --sudo or ssh -n it would go over stdin): %s"
+                          % (size, MAX_ARGUMENT, cut(command)))
 
 
 def is_stream(arg: str) -> bool:

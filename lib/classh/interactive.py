@@ -16,7 +16,7 @@ from .display import GatherDisplay, SafeStream, summary_line
 from .hostmode import TargetSource, task_maker
 from .run import Run
 from .observers import Observer
-from .options import Options
+from .options import Options, OptionError
 from .results import Record
 from .targets import Target, TargetError, fold_targets, resolve
 
@@ -91,7 +91,11 @@ class Shell:
             self.say("classh: no targets (use :all or :add)")
             return True
         failures = _Failures()
-        source = TargetSource(self.current, task_maker(command, self.options))
+        try:
+            source = TargetSource(self.current, task_maker(command, self.options))
+        except OptionError as exc:
+            self.say("classh: %s" % exc)
+            return True
         display = GatherDisplay(self.out, self.palette)
         summary = Run(source, self.options, [display, failures]).run()
         by_label = {t.label: t for t in self.current}

@@ -43,7 +43,7 @@ from .gpus import GpuRule, assess, cuda_env, parse_probe, probe_command
 from .hostmode import ssh_reads_no_stdin
 from .options import Options, OptionError, positive_int, seconds
 from .prompts import HostAuth
-from .remote import remote_command
+from .remote import cut, remote_command, remote_task
 from .results import KILLED, OK, Record, ResultsError, SSH_ERROR, TIMEOUT, last_line, some_names
 from .resume import JobsDone
 from .blocks import BlockInput
@@ -51,6 +51,7 @@ from .nodesetup import NodeSetup
 from .kill import kill_command
 from .run import Run, assemble
 from .spawn import SpawnError, raise_fd_limit, spawn
+from .stalls import StallWatch
 from .ssh import SshCommand
 from .supervisor import Task, TaskSource
 from .streams import LineStreams, is_pipe_or_device, open_nonblocking
@@ -82,10 +83,7 @@ MAX_GPU_MIB = 1 << 30
 #: block is taken past it (one always is when none is held), so memory stays bounded
 #: whatever the block size times the slots.
 MAX_BLOCK_BYTES = 32 << 20
-#: Stall watch: completed jobs before the moving average is trusted, the weight of the
-#: newest duration in it (kssh's), and the stalls after which a node is dropped.
-STALL_SAMPLES = 3
-STALL_WEIGHT = 0.75
+#: Stall watch (its policy: :mod:`classh.stalls`): the stalls after which a node is dropped.
 STALLS_TO_DROP = 3
 
 PROBING, READY, DROPPED, RETIRED = "probing", "ready", "dropped", "retired"
@@ -108,7 +106,7 @@ class Job:
     data: Optional[bytes] = None  # a block's bytes: the stdin of each attempt
     identity: Optional[str] = None  # a block's identity (block-N:HASH); a job's is its text
     stalled: bool = False      # killed by the stall watch: it runs again elsewhere
-    started: float = 0.0       # when its attempt started (monotonic)
+    started: float = 0.0       # when its attempt started (on the stall watch's clock)
     nodes: List[str] = field(default_factory=list)  # the node of each attempt, in order
     failed_on: Set[str] = field(default_factory=set)  # nodes an attempt failed on
 
@@ -450,6 +448,13 @@ def _reached(record: Record) -> bool:
             and not record.error and not record.interrupted)
 
 
+def _not_started(record: Record) -> bool:
+    """True when ssh itself could not be started (the supervisor's spawn failed, e.g. a job
+    line too long for one argument, E2BIG): nothing reached the node."""
+    return (record.error is not None and record.exitcode is None and record.signal is None
+            and not record.timed_out and not record.interrupted)
+
+
 def _failure_reason(record: Record) -> str:
     """Why an attempt failed, in a few words (ssh's last stderr line when there is one)."""
     if record.timed_out:
@@ -531,9 +536,8 @@ class JobSource(TaskSource):
         #: jobs whose last attempt is being killed by tag: id -> the job once it is to rerun
         self._killing: Dict[int, Optional[Job]] = {}
         self._block_bytes = 0  # bytes of the blocks taken and not let go (MAX_BLOCK_BYTES)
-        #: the stall watch: moving average of completed durations, and how many there were
-        self._average = 0.0
-        self._samples = 0
+        #: the stall watch: its policy (moving average, limit, decision) and its timer
+        self._stall = StallWatch(job_options.stall_factor, job_options.stall_min)
         self._stall_timer = None
         for node in self._nodes:
             self._plan_links(node)
@@ -644,7 +648,7 @@ class JobSource(TaskSource):
             self._admit(node)  # --max-nodes never keeps a pinned job from its node
 
     def _give_up(self, job: Job) -> None:
-        self.undone.append("job-%d: %s" % (job.id, job.identity or job.command))
+        self.undone.append("job-%d: %s" % (job.id, job.identity or cut(job.command)))
         self.undone_ids.add(job.id)
         self._let_go(job)
 
@@ -676,7 +680,7 @@ class JobSource(TaskSource):
         if self.blocks is not None:
             self.blocks.attach(loop, self._lines_read)
         if self.job_options.stall_factor:
-            self._stall_timer = loop.call_later(self._stall_interval(), self._look_for_stalls)
+            self._stall_timer = loop.call_later(self._stall.schedule(), self._look_for_stalls)
         if self._follow is not None:
             self._follow.timer = loop.call_later(self._follow.interval, self._check_node_files)
 
@@ -764,25 +768,29 @@ class JobSource(TaskSource):
         self._running += 1
         if gpu is not None:
             gpu.running += 1
-        job.started = time.monotonic()
+        job.started = self._stall.now()
         self._active[job.id] = (link, job, gpu)
         if self.job_options.max_node_uses and node.started >= self.job_options.max_node_uses:
             self._retire(node)
         watch_stdin = node.watch_stdin and job.data is None
+        line, first = self._remote(job, node, watch_stdin, gpu)
         return Task(key="job-%d" % job.id,
-                    argv=node.ssh.argv(node.target, self._remote(job, node, watch_stdin, gpu),
-                                        self._control_options(link, False)),
-                    input=job.data, timeout=self.options.timeout, env=self._env,
+                    argv=node.ssh.argv(node.target, line, self._control_options(link, False)),
+                    input=job.data if first is None else first + (job.data or b""),
+                    timeout=self.options.timeout, env=self._env,
                     context=(job, node.label), attempt=job.attempts, auth=self._auth(),
                     hold_stdin=watch_stdin)
 
-    def _remote(self, job: Job, node: _Node, watch_stdin: bool, gpu: Optional[_Gpu] = None) -> str:
+    def _remote(self, job: Job, node: _Node, watch_stdin: bool,
+                gpu: Optional[_Gpu] = None) -> Tuple[str, Optional[bytes]]:
+        """(the line for ssh, what to write first on its stdin): a long job's text goes
+        over stdin where the node's ssh gives the target one (see remote_task)."""
         if self.options.raw:
-            return job.command
-        return remote_command(job.command, watch_stdin,
-                              tag="%s.%d" % (self.job_options.run_id, job.id),
-                              env=cuda_env(gpu.index) if gpu is not None else None,
-                              cwd=node.spec.wd)
+            return job.command, None
+        return remote_task(job.command, watch_stdin, node.watch_stdin,
+                           tag="%s.%d" % (self.job_options.run_id, job.id),
+                           env=cuda_env(gpu.index) if gpu is not None else None,
+                           cwd=node.spec.wd)
 
     def fanout(self) -> int:
         """The supervisor's cap for this source: every slot plus one probe per connection."""
@@ -1093,16 +1101,20 @@ class JobSource(TaskSource):
             job.stalled = False
             if job.attempts >= self.job_options.retries:
                 return True
+            job.failed_on.add(node.label)  # "runs again elsewhere"
             self._requeue(job)
             return False
         if record.status == OK:
-            self._learn(record.duration)
+            self._stall.learn(self._stall.ran((job.id, job.attempts), job.started))
         if record.interrupted or self.draining or (self._supervisor is not None
                                                    and self._supervisor.stopping):
             return True
         status = record.status
         if status == OK:
             _strip_mux_line(record)
+            return True
+        if _not_started(record):  # ssh could not start (E2BIG): the job's fault, not the node's
+            record.error += "; not run again"
             return True
         if status == SSH_ERROR and any(word in record.stderr for word in _MUX_REFUSED) \
                 and link.running > 0:
@@ -1130,41 +1142,32 @@ class JobSource(TaskSource):
         return self._supervisor is not None and self._supervisor.stopping
 
     # -- stalls ----------------------------------------------------------------
-    def _learn(self, duration: float) -> None:
-        """A job completed in ``duration`` s: the moving average (kssh's weights) moves."""
-        self._samples += 1
-        if self._samples == 1:
-            self._average = duration
-        else:
-            self._average = STALL_WEIGHT * duration + (1 - STALL_WEIGHT) * self._average
-
     def stall_limit(self) -> Optional[float]:
         """Seconds after which a running job counts as stalled (None: not known yet)."""
-        factor = self.job_options.stall_factor
-        if not factor or self._samples < STALL_SAMPLES:
-            return None
-        return max(self.job_options.stall_min, factor * self._average)
-
-    def _stall_interval(self) -> float:
-        limit = self.stall_limit()
-        return 0.5 if limit is None else min(1.0, max(0.05, limit / 10))
+        return self._stall.limit()
 
     def _look_for_stalls(self) -> None:
-        """Kill every job running past the stall limit; it runs again on another node."""
-        self._stall_timer = self._loop.call_later(self._stall_interval(), self._look_for_stalls)
-        limit = self.stall_limit()
-        if limit is None or self._stopping():
-            return
-        now = time.monotonic()
-        for link, job, gpu in list(self._active.values()):
-            if not job.stalled and now - job.started > limit:
-                self._stalled(job, link.node, now - job.started, limit)
+        """Kill every job the stall watch finds stalled (see :mod:`classh.stalls`)."""
+        running = [((job.id, job.attempts), job.started, self._waits_for(link.node))
+                   for link, job, gpu in self._active.values() if not job.stalled]
+        stalled = [] if self._stopping() else self._stall.look(running)
+        self._stall_timer = self._loop.call_later(self._stall.schedule(), self._look_for_stalls)
+        for (job_id, _), ran in stalled:
+            link, job, gpu = self._active[job_id]
+            self._stalled(job, link.node, ran, self._stall.limit())
+
+    def _waits_for(self, node: _Node) -> bool:
+        """True when a job waits that could use a slot of ``node`` (or more may come)."""
+        return bool(self._queue or node.pinned or self._more_coming())
 
     def _stalled(self, job: Job, node: _Node, ran: float, limit: float) -> None:
         job.stalled = True
         node.stalls += 1
-        self.notify("job-%d stalled on %s (%.1f s, the limit is %.1f s): killed, it runs again "
-                    "elsewhere" % (job.id, node.label, ran, limit))
+        again = ("its last attempt (%d of %d)" % (job.attempts, self.job_options.retries)
+                 if job.attempts >= self.job_options.retries else
+                 "it runs again" + (" elsewhere" if job.pin is None else ""))
+        self.notify("job-%d stalled on %s (%.1f s, the limit is %.1f s): killed, %s"
+                    % (job.id, node.label, ran, limit, again))
         self._supervisor.kill("job-%d" % job.id)
         if node.stalls >= STALLS_TO_DROP:
             self._drop(node, "%d jobs stalled there" % node.stalls)

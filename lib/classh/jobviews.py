@@ -15,6 +15,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from .display import SafeStream, StatusLine, StreamObserver, _indent
+from .remote import cut
 from .observers import Observer, SinkError
 from .results import (OK, SSH_ERROR, SSH_ERROR_EXIT, NewFile, Record, ResultsError, Tally,
                       describe_exit, json_line, some_names, write_new)
@@ -128,7 +129,7 @@ class JobOutput(StreamObserver):
         if record.error:
             why += " (%s)" % record.error
         return ("classh: %s on %s: %s: %s\n" % (job_label(record), job_where(record, "no node"),
-                                                why, record.command)).encode(errors="replace")
+                                                why, cut(record.command or ""))).encode(errors="replace")
 
     def close(self) -> None:
         """Write the jobs still held (in order), then hand the streams back."""

@@ -37,6 +37,14 @@ The watcher notices that classh's ssh is gone in one of two ways:
   (``kill -0 $PPID``). Through a ``--persist`` master that process outlives
   a killed client, so this detection does not work there.
 
+A COMMAND too long for one argument (Linux refuses an argument of 128 KiB or
+more, both to ssh here and to sshd's ``sh -c`` there) travels over stdin
+instead (:func:`remote_task`): the line then starts with ``IFS= read -r
+classh_c``, which takes COMMAND's one line off stdin byte by byte, before the
+watcher starts or COMMAND runs; the rest of stdin (a block, or the held pipe
+the watcher reads) is left as it was. A line that ends early (ssh gone) runs
+nothing.
+
 Either way the watcher then sends SIGTERM to the session's process group
 (``kill -TERM 0``: sshd starts every session in a process group of its own),
 waits :data:`GRACE` seconds and sends SIGKILL to the group, itself included.
@@ -50,14 +58,22 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
-__all__ = ["GRACE", "NAME", "remote_command", "quote_word", "remote_word"]
+__all__ = ["GRACE", "NAME", "MAX_LINE", "MAX_ARGUMENT", "remote_command", "remote_task",
+           "quote_word", "remote_word", "cut"]
 
 #: Seconds between the SIGTERM and the SIGKILL sent to the remote process group.
 GRACE = 1
 #: ``$0`` of the watchdog on the target (what ``ps`` shows).
 NAME = "classh-watchdog"
+#: Bytes of the line handed to ssh as its command at most (half of Linux's 128 KiB for
+#: one argument, here and in sshd's ``sh -c``): a longer COMMAND is sent over stdin.
+MAX_LINE = 65536
+#: Bytes of one argument Linux takes at most (MAX_ARG_STRLEN, its NUL aside).
+MAX_ARGUMENT = 131071
+#: Characters of a long text shown in a message (then ``... (N bytes)``).
+SHOWN = 100
 
 _UNQUOTED = {ord("'"): "'\\''", ord("\\"): "'\\\\'"}
 _TAG = re.compile(r"[A-Za-z0-9._:@%+=-]{1,128}\Z")
@@ -96,6 +112,9 @@ _INLINE = 'classh_c=%s; %s' + _UNWATCH + _RUN
 # From csh, fish, zsh: a POSIX sh runs COMMAND ($1) through the login shell.
 _EXEC_SH = '%s' + _UNWATCH + '"${SHELL:-/bin/sh}" -c "$1"'
 _NEWLINE = "\001"
+# COMMAND sent over stdin: its one line is read before anything else; an early end runs nothing.
+_READ = ('IFS= read -r classh_c || { echo "%s: the command did not arrive on stdin" >&2; exit 1; }; '
+         % NAME)
 
 
 def quote_word(text: str) -> str:
@@ -122,7 +141,7 @@ def remote_word(path: str) -> str:
 
 def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None,
                    parent: str = "$PPID", env: Optional[Mapping[str, str]] = None,
-                   cwd: Optional[str] = None) -> str:
+                   cwd: Optional[str] = None, from_stdin: bool = False) -> str:
     """The line to hand ssh so that ``command`` dies with the session.
 
     ``watch_stdin``: the caller keeps ssh's stdin open and writes nothing to
@@ -137,6 +156,8 @@ def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None,
     mode's ``CUDA_VISIBLE_DEVICES``): names are letters, digits and ``_``,
     values as a tag's. ``cwd``: COMMAND runs in that directory (``~/`` is
     the home directory); if it cannot go there it exits 1 without running.
+    ``from_stdin``: the line holds no COMMAND but reads it first from stdin, where
+    the caller writes :func:`stdin_line` before anything else (see :func:`remote_task`).
     """
     if parent not in ("$PPID", "$1"):
         raise ValueError("parent must be $PPID or $1, not %r" % parent)
@@ -156,6 +177,47 @@ def remote_command(command: str, watch_stdin: bool, tag: Optional[str] = None,
         command = command.replace("\n", _NEWLINE)
         fallback = 'set -- "$(printf "%%s\\n" "$1" | tr "\\001" "\\012")"; ' + fallback
         inline = inline.replace("; %s", '; classh_c=$(printf "%%s\\n" "$classh_c" | tr "\\001" "\\012"); %s', 1)
-    word = quote_word(command)
+    word = inline_word = quote_word(command)
+    if from_stdin:  # the read puts COMMAND in $classh_c (and $1 for the fallback's sh)
+        fallback, word, inline_word = _READ + 'set -- "$classh_c"; ' + fallback, "''", '"$classh_c"'
+        inline = _READ + inline
     return 'test -z "$status" || exec sh -c %s %s %s; eval %s; %s' % (
-        quote_word(fallback % watch), NAME, word, quote_word(inline % (word, watch)), _CALL)
+        quote_word(fallback % watch), NAME, word, quote_word(inline % (inline_word, watch)),
+        _CALL)
+
+
+def stdin_line(command: str) -> Optional[bytes]:
+    """``command`` as the one line a ``from_stdin`` remote line reads (newlines travel as
+    \\001, as in the line itself); None when it cannot be one line (it holds both)."""
+    if "\n" in command:
+        if _NEWLINE in command:
+            return None
+        command = command.replace("\n", _NEWLINE)
+    return command.encode("utf-8", "surrogateescape") + b"\n"
+
+
+def remote_task(command: str, watch_stdin: bool, stdin_free: bool = True,
+                **wrap) -> Tuple[str, Optional[bytes]]:
+    """(the line for ssh, bytes to write first on its stdin or None) running ``command``.
+
+    The line is :func:`remote_command`'s (``wrap``: its keywords) when it has at most
+    :data:`MAX_LINE` bytes. A longer one would not start (E2BIG): ``command`` then
+    goes over stdin, ahead of any input, unless ``stdin_free`` is False (ssh gives the
+    target no stdin) or it cannot be one line; the long line is returned then, and
+    starting it fails.
+    """
+    line = remote_command(command, watch_stdin, **wrap)
+    if len(line.encode("utf-8", "surrogateescape")) <= MAX_LINE or not stdin_free:
+        return line, None
+    first = stdin_line(command)
+    if first is None:
+        return line, None
+    return remote_command(command, watch_stdin, from_stdin=True, **wrap), first
+
+
+def cut(text: str, shown: int = SHOWN) -> str:
+    """``text`` for a message: whole when short, else its first ``shown`` characters and
+    ``... (N bytes)``."""
+    if len(text) <= shown:
+        return text
+    return "%s... (%d bytes)" % (text[:shown], len(text.encode("utf-8", "surrogateescape")))

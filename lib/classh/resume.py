@@ -17,14 +17,13 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Set
 
+from .remote import cut
 from .results import OK, SUMMARY, ResultsError, command_from_dict
 
 __all__ = ["JobsDone", "job_label", "shorten"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-#: Characters of a job's text shown in a message.
-SHOWN = 60
 
 
 def job_label(job_id: int) -> str:
@@ -32,12 +31,9 @@ def job_label(job_id: int) -> str:
     return "job-%d" % job_id
 
 
-def shorten(text: str, limit: int = SHOWN) -> str:
-    """``text`` on one line, cut to ``limit`` characters (``...`` and its length after)."""
-    flat = " ".join(text.split("\n"))
-    if len(flat) <= limit:
-        return repr(flat)
-    return "%r... (%d characters)" % (flat[:limit], len(text))
+def shorten(text: str) -> str:
+    """``text`` on one line for a message, quoted, cut as :func:`classh.remote.cut` does."""
+    return repr(cut(" ".join(text.split("\n"))))
 
 
 @dataclass(frozen=True)

@@ -65,9 +65,9 @@ class Task:
     auth: object = None  # a prompts.HostAuth when prompts must be answered
     #: Probes and connection set-up: the source sees the record, observers never see the task.
     internal: bool = False
-    #: Keep a pipe to the child's stdin open until it exits, writing nothing
-    #: (``input`` must be None; with sudo, nothing but sudo's password): the
-    #: remote watchdog's sign that ssh is gone.
+    #: Keep a pipe to the child's stdin open until it exits, writing nothing but
+    #: ``input`` (a long command's line, see :func:`classh.remote.remote_task`) and
+    #: sudo's password: the remote watchdog's sign that ssh is gone.
     hold_stdin: bool = False
     #: The record keeps :data:`PROBE_OUTPUT` bytes of the task's stdout and stderr,
     #: whatever the run's ``keep`` (a probe whose output the source reads).
@@ -377,8 +377,8 @@ class Supervisor:
             child.stdin = spawned.stdin
             # held stdin is closed only when the child exits (_exited); with
             # sudo, input waits until sudo is done
-            if not task.hold_stdin and not (auth and auth.uses_stdin):
-                self._send_input(child, task.input or b"", close=True)
+            if not (auth and auth.uses_stdin) and (task.input or not task.hold_stdin):
+                self._send_input(child, task.input or b"", close=not task.hold_stdin)
         if spawned.pty is not None:
             child.tty = (spawned.pty, spawned.pty_slave)
             auth.attach_tty(spawned.pty)
