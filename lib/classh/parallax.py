@@ -408,17 +408,15 @@ def run(hosts, cmdline, opts=None):
 
 # -- copy -----------------------------------------------------------------------------
 
-def _copy_plan(src: str, dst: str, recursive: bool) -> Tuple[str, bytes]:
-    """The remote command and archive putting ``src`` at ``dst`` as ``scp [-r]`` does.
+def _copy_plan(src: str, dst: str) -> Tuple[str, bytes]:
+    """The remote command and archive putting ``src`` at ``dst`` as ``scp -r`` does.
 
-    A file: into ``dst`` when it is a directory, else as ``dst``. A directory
-    (``recursive``): into ``dst/NAME`` when ``dst`` is a directory, else as a
-    new directory ``dst`` (its parent must exist). TransferError as scp fails.
+    A file: into ``dst`` when it is a directory, else as ``dst``. A directory:
+    into ``dst/NAME`` when ``dst`` is a directory, else as a new directory
+    ``dst`` (its parent must exist). TransferError for a source classh cannot send.
     """
     if not os.path.isdir(src):
         return copy_plan([src], dst)
-    if not recursive:
-        raise TransferError("%s: not a regular file" % src)
     copy_plan([src], dst)  # the same checks as classh --copy
     target = remote_word(dst)
     inside = remote_word(dst.rstrip("/") + "/" + os.path.basename(os.path.abspath(src)))
@@ -427,9 +425,26 @@ def _copy_plan(src: str, dst: str, recursive: bool) -> Tuple[str, bytes]:
     return command, pack([(src, ".")])
 
 
-def _refused(hosts: Dict[str, _Host], reason: str) -> Dict[str, Record]:
-    """Every host failed before anything ran, as scp fails: exit 1, ``scp: REASON``."""
-    return {label: Record(host=label, exitcode=1, stderr=("scp: %s\n" % reason).encode())
+def _as_scp(records: Dict[str, Record]) -> Dict[str, Record]:
+    """scp's exit status for a transfer: 1 for any failure but ssh's own (255)."""
+    for record in records.values():
+        if record.exitcode not in (None, 0, 255):
+            record.exitcode = 1
+    return records
+
+
+def _local_refusal(src: str, recursive: bool) -> Optional[Tuple[int, str]]:
+    """scp's exit status and message for a local ``src`` it cannot send, or None."""
+    if not os.path.lexists(src):
+        return 255, 'stat local "%s": No such file or directory' % src
+    if os.path.isdir(src) and not recursive:
+        return 1, 'local "%s" is not a regular file' % src
+    return None
+
+
+def _refused(hosts: Dict[str, _Host], status: int, reason: str) -> Dict[str, Record]:
+    """Every host failed before anything ran, as scp fails: ``status``, ``scp: REASON``."""
+    return {label: Record(host=label, exitcode=status, stderr=("scp: %s\n" % reason).encode())
             for label in hosts}
 
 
@@ -438,12 +453,16 @@ def copy(hosts, src, dst, opts=None):
     would: ``{host: (0, None, None) | Error}``."""
     opts = opts or Options()
     found = _hosts(hosts, opts)
+    refusal = _local_refusal(src, opts.recursive)
     try:
-        command, archive = _copy_plan(src, dst, opts.recursive)
+        if refusal is None:
+            command, archive = _copy_plan(src, dst)
     except TransferError as exc:
-        return _results(found, _refused(found, str(exc)), opts, _any_failure)
+        refusal = 1, str(exc)
+    if refusal is not None:
+        return _results(found, _refused(found, *refusal), opts, _any_failure)
     records = _run(found, command, opts, _engine_options(opts, archive))
-    return _results(found, records, opts, _any_failure)
+    return _results(found, _as_scp(records), opts, _any_failure)
 
 
 # -- slurp ----------------------------------------------------------------------------
@@ -512,7 +531,7 @@ def _slurp_plan(src: str, recursive: bool) -> str:
         return command
     word = remote_word(src)
     return ("if [ -d %s ]; then echo %s >&2; exit 1; fi; %s"
-            % (word, shlex.quote("scp: %s: not a regular file" % src), command))
+            % (word, shlex.quote("scp: download %s: not a regular file" % src), command))
 
 
 def slurp(hosts, src, dst, opts=None):
@@ -530,4 +549,5 @@ def slurp(hosts, src, dst, opts=None):
     records = _run(found, _slurp_plan(src, opts.recursive), opts, _engine_options(opts),
                    mode=[sink], stdout_is_data=True)
     by_key = {host.key: path for host, path in zip(found.values(), local.values())}
-    return _results(found, records, opts, _any_failure, extra=(lambda host: by_key[host.key],))
+    return _results(found, _as_scp(records), opts, _any_failure,
+                    extra=(lambda host: by_key[host.key],))
