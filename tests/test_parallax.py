@@ -5,15 +5,15 @@ The real parallax reaches the fleet through ``opts.ssh_extra = ["-F", config]``
 (its ssh and scp both take it); classh.parallax gets the very same options.
 """
 import os
-import shutil
 import subprocess
-import tempfile
+import sys
 
 import parallax as real  # the real package, 1.0.6
 import pytest
 
 import classh
 from classh import parallax as ours
+from conftest import ROOT
 from fleet import Fleet
 
 BOTH = [real, ours]
@@ -71,6 +71,8 @@ def test_call_same_results_bytes_none_for_empty_and_errors(fleet):
                                                "Exited with error code 3") for h in ("node1", "node2")}
     real_results, our_results = both("call", fleet, ["node1"], "true")
     assert real_results == our_results == {"node1": (0, None, None)}
+    real_results, our_results = both("call", fleet, ["node1"], "echo '{host}'")  # no classh {host}
+    assert real_results == our_results == {"node1": (0, b"{host}\n", None)}
 
 
 def test_run_gives_non_zero_exits_as_results_and_ssh_errors_as_errors(fleet):
@@ -263,3 +265,21 @@ def test_classh_options_refuse_an_attribute_that_is_no_option():
     assert "numjobs" in str(caught.value)
     opts.numjobs = 5
     assert opts.replace(timeout=3).numjobs == 5
+
+
+def test_print_out_writes_host_lines_where_parallax_1_0_6_fails_on_python_3(fleet):
+    for name in ("print_out", "quiet"):
+        with pytest.raises(TypeError):  # the real one mixes bytes and text
+            real.call(["node1"], "echo hi", options(real, fleet, **{name: True}))
+    script = ("import sys; sys.path.insert(0, %r)\n"
+              "from classh import parallax\n"
+              "opts = parallax.Options(); opts.ssh_extra = ['-F', %r]; opts.print_out = True\n"
+              "opts.quiet = True\n"
+              "result = parallax.call(['node1', 'node2'], 'echo hi; echo two', opts)\n"
+              "sys.stderr.write(repr(sorted(result.items())))\n") % (os.path.join(ROOT, "lib"),
+                                                                     fleet.ssh_config)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert sorted(proc.stdout.decode().splitlines()) == [
+        "node1: hi", "node1: two", "node2: hi", "node2: two"]
+    assert proc.stderr.decode() == repr([("node1", (0, b"hi\ntwo\n", None)),
+                                         ("node2", (0, b"hi\ntwo\n", None))])

@@ -64,7 +64,7 @@ def task_maker(command: Optional[str], options: Options) -> Callable[[Target], T
     def remote(target: Target) -> Optional[str]:
         if command is None:
             return None
-        text = command.replace("{host}", target.name)
+        text = command.replace("{host}", target.name) if options.host_names else command
         if sudo is None:
             return text if options.raw else remote_command(text, watch_stdin)
         if options.raw:

@@ -43,7 +43,8 @@ class Options:
     with ``sudo``/``sudo_user``); it is never shown in the repr. ``persist``
     keeps one ssh master connection per host that many seconds for later runs.
     ``raw`` sends the command exactly as given (no watchdog wrapper: targets
-    without a POSIX ``sh``).
+    without a POSIX ``sh``). ``host_names`` False leaves ``{host}`` in the
+    command as it is (by default it becomes each target's name).
     """
 
     numjobs: int = 100
@@ -64,6 +65,7 @@ class Options:
     persist: Optional[int] = None
     kill_grace: float = 2.0
     raw: bool = False
+    host_names: bool = True
 
     def __post_init__(self):
         self.numjobs = positive_int("numjobs", self.numjobs)

@@ -256,7 +256,7 @@ def _engine_options(opts: Options, data: Optional[bytes] = None) -> ClasshOption
                          user=opts.default_user or None,
                          ssh=" ".join(shlex.quote(word) for word in ssh),
                          ssh_options=_SSH_OPTIONS + list(opts.ssh_options),
-                         password=_password(opts), input=data, expand=False)
+                         password=_password(opts), input=data, expand=False, host_names=False)
 
 
 def _make_dirs(*paths: Optional[str]) -> None:
