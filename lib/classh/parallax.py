@@ -40,8 +40,8 @@ from .observers import Observer, SinkError
 from .options import (OptionError, Options as ClasshOptions, UnknownOption, positive_int, seconds,
                       split_ssh_options)
 from .remote import remote_word
-from .results import (FAILED, OK, Record, ResultsError, open_directory, open_new, result_path,
-                      write_all)
+from .results import (FAILED, OK, Record, ResultsError, _close_quietly, open_directory, open_new,
+                      result_path, write_all)
 from .targets import Target
 from .transfer import SlurpSink, TransferError, copy_plan, pack, safe_extract, slurp_command
 
@@ -106,9 +106,9 @@ class Options:
 
     def __setattr__(self, name: str, value) -> None:
         """Set an option; a name that is no parallax option is refused."""
-        if name.startswith("_") or not hasattr(Options, name) or callable(getattr(Options, name)):
-            known = sorted(n for n, v in vars(Options).items()
-                           if not n.startswith("_") and not callable(v))
+        kind = type(self)
+        if name.startswith("_") or not hasattr(kind, name) or callable(getattr(kind, name)):
+            known = sorted(n for n in dir(kind) if not n.startswith("_") and not callable(getattr(kind, n)))
             raise UnknownOption("parallax.Options has no option %r (options: %s)"
                                 % (name, ", ".join(known)))
         object.__setattr__(self, name, value)
@@ -260,6 +260,7 @@ def _engine_options(opts: Options, data: Optional[bytes] = None) -> ClasshOption
 
 
 def _make_dirs(*paths: Optional[str]) -> None:
+    """Make each directory given (and its parents) unless it is there, as parallax does."""
     for path in paths:
         if path:
             os.makedirs(path, exist_ok=True)
@@ -273,12 +274,18 @@ class _HostFiles(Observer):
     earlier call is replaced, never written through a symlink."""
 
     def __init__(self, dirs: Dict[int, str], names: Dict[str, str], streams: Sequence[int] = (1, 2)):
-        self.dirs = {fd: (path, open_directory(path)) for fd, path in dirs.items() if path}
+        self.paths = {fd: path for fd, path in dirs.items() if path}
+        self.dirs: Dict[int, Tuple[str, int]] = {}
         self.names = names
         self.streams = streams
         self.files: Dict[Tuple[str, int], int] = {}
 
+    def attach(self, loop) -> None:
+        """Open the directories (files are made relative to them)."""
+        self.dirs = {fd: (path, open_directory(path)) for fd, path in self.paths.items()}
+
     def _path(self, fd: int, key: str) -> str:
+        """The file of host ``key`` for stream ``fd``."""
         return result_path(self.dirs[fd][0], self.names[key], "")
 
     def started(self, task) -> None:
@@ -295,22 +302,16 @@ class _HostFiles(Observer):
                 write_all(target, data)
 
     def finished(self, task, record: Record) -> None:
+        """Close the host's files."""
         for fd in self.dirs:
-            _close(self.files.pop((task.key, fd), -1))
+            _close_quietly(self.files.pop((task.key, fd), -1))
 
     def close(self) -> None:
+        """Close every file and directory still open (never raises)."""
         for fd in list(self.files.values()) + [dir_fd for _, dir_fd in self.dirs.values()]:
-            _close(fd)
+            _close_quietly(fd)
         self.files.clear()
         self.dirs.clear()
-
-
-def _close(fd: int) -> None:
-    if fd >= 0:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 # -- running ------------------------------------------------------------------------
@@ -329,6 +330,7 @@ def _run(hosts: Dict[str, _Host], command: str, opts: Options, engine: ClasshOpt
     number = {label: n for n, label in enumerate(hosts)}
 
     def env(target: Target) -> Dict[str, str]:
+        """What parallax puts in each ssh's environment (and sends with SendEnv)."""
         return {"PARALLAX_NODENUM": str(number[target.label]), "PARALLAX_HOST": hosts[target.label].key}
 
     targets = [host.target for host in hosts.values()]
@@ -380,6 +382,7 @@ def _results(hosts: Dict[str, _Host], records: Dict[str, Record], opts: Options,
 
 
 def _any_failure(record: Record, task: HostTask) -> bool:
+    """``call``'s errors (and copy's, slurp's): anything but an exit 0."""
     return bool(task.failures)
 
 
@@ -478,12 +481,14 @@ class _ScpSlurp(SlurpSink):
         self.dst = dst
 
     def host_dir(self, host: str) -> str:
+        """``DIR/HOST``, HOST being the parallax host of label ``host``."""
         try:
             return result_path(self.dest_dir, self.keys[host], "")
         except (KeyError, ResultsError) as exc:
             raise TransferError(str(exc)) from None
 
     def _extract(self, pending) -> List[str]:
+        """Unpack into a scratch directory in ``DIR/HOST``, then move the copy into place."""
         scratch = tempfile.mkdtemp(prefix=".classh-slurp-", dir=pending.directory)
         try:
             with self._archive(pending) as archive:
@@ -506,6 +511,7 @@ def _scp_place(source: str, target: str) -> str:
 
 
 def _is_dir(path: str) -> bool:
+    """A directory, not a symlink to one."""
     return os.path.isdir(path) and not os.path.islink(path)
 
 
