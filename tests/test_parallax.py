@@ -60,7 +60,8 @@ def tree(path):
 # -- the README's usage, side by side ---------------------------------------------------
 
 def test_call_same_results_bytes_none_for_empty_and_errors(fleet):
-    hosts = ["node1", ("node2", str(fleet.port)), ("node3", str(fleet.port), fleet.user), "refused"]
+    hosts = ["node1", ("node2", str(fleet.port)), ("node3", str(fleet.port), fleet.user), "refused",
+             ["node4", None, fleet.user], "%s@node5" % fleet.user]
     real_results, our_results = both("call", fleet, hosts, "echo out; echo err >&2")
     assert real_results == our_results
     assert our_results["node1"] == (0, b"out\n", b"err\n")
@@ -187,12 +188,34 @@ def swap(results, ours_text, real_text):
             for host, r in results.items()}
 
 
+def test_limit_caps_the_hosts_at_once(fleet, remote):
+    lock = os.path.join(remote, "lock")
+    command = "mkdir %s || exit 9; sleep 1; rmdir %s" % (lock, lock)
+    hosts = ["node1", "node2", "node3"]
+    real_results, our_results = both("call", fleet, hosts, command, limit=1)
+    assert real_results == our_results == {h: (0, None, None) for h in hosts}
+    results = ours.call(hosts, command, options(ours, fleet))  # 32 at once: they meet
+    assert any(isinstance(r, ours.Error) and r.task.exitstatus == 9 for r in results.values())
+
+
+def test_ssh_key_is_ssh_i(fleet, tmp_path):
+    config = tmp_path / "config"
+    config.write_text(open(fleet.ssh_config).read().replace(fleet.client_key, str(tmp_path / "none")))
+    opts = ours.Options()
+    opts.ssh_extra = ["-F", str(config)]
+    assert isinstance(ours.call(["node1"], "echo in", opts)["node1"], ours.Error)
+    opts.ssh_key = fleet.client_key
+    assert ours.call(["node1"], "echo in", opts) == {"node1": (0, b"in\n", None)}
+
+
 def test_timeout_is_an_error_named_timed_out(fleet):
     real_results, our_results = both("call", fleet, ["node1"], "sleep 20", timeout=1)
     # parallax adds ", Killed by signal 9" when it reaps the ssh it killed before it looks again
     assert real_results["node1"][1].startswith("Timed out")
     assert real_results["node1"][2] == our_results["node1"][2] == -9
     assert our_results["node1"][:2] == ("Error", "Timed out")
+    result = ours.run(["node1"], "sleep 20", options(ours, fleet, timeout=1))["node1"]
+    assert isinstance(result, ours.Error) and result.msg == "Timed out"
 
 
 def test_parallax_env_reaches_a_server_that_accepts_it(tmp_path):
