@@ -209,12 +209,12 @@ def test_ssh_key_is_ssh_i(fleet, tmp_path):
 
 
 def test_timeout_is_an_error_named_timed_out(fleet):
-    real_results, our_results = both("call", fleet, ["node1"], "sleep 20", timeout=1)
+    real_results, our_results = both("call", fleet, ["node1"], "sleep 6", timeout=1)
     # parallax adds ", Killed by signal 9" when it reaps the ssh it killed before it looks again
     assert real_results["node1"][1].startswith("Timed out")
     assert real_results["node1"][2] == our_results["node1"][2] == -9
     assert our_results["node1"][:2] == ("Error", "Timed out")
-    result = ours.run(["node1"], "sleep 20", options(ours, fleet, timeout=1))["node1"]
+    result = ours.run(["node1"], "sleep 6", options(ours, fleet, timeout=1))["node1"]
     assert isinstance(result, ours.Error) and result.msg == "Timed out"
 
 
@@ -306,3 +306,27 @@ def test_print_out_writes_host_lines_where_parallax_1_0_6_fails_on_python_3(flee
         "node1: hi", "node1: two", "node2: hi", "node2: two"]
     assert proc.stderr.decode() == repr([("node1", (0, b"hi\ntwo\n", None)),
                                          ("node2", (0, b"hi\ntwo\n", None))])
+
+
+CTRL_C = """
+import os, signal, sys, threading
+sys.path.insert(0, %r)
+if sys.argv[1] == "real":
+    import parallax
+else:
+    from classh import parallax
+opts = parallax.Options(); opts.ssh_extra = ["-F", sys.argv[2]]; opts.limit = 1
+threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+results = parallax.call(["node1", "node2", "node3"], "sleep 8", opts)
+print(sorted((host, r.msg, r.task.exitstatus) for host, r in results.items()))
+""" % os.path.join(ROOT, "lib")
+
+
+def test_ctrl_c_returns_interrupted_and_cancelled_errors_as_parallax_does(fleet):
+    lines = []
+    for which in ("real", "ours"):
+        proc = subprocess.run([sys.executable, "-c", CTRL_C, which, fleet.ssh_config],
+                              capture_output=True, timeout=60)
+        lines.append(proc.stdout.decode().splitlines()[-1])
+    assert lines[0] == lines[1] == repr([("node1", "Interrupted", None), ("node2", "Cancelled", None),
+                                         ("node3", "Cancelled", None)])

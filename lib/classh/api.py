@@ -137,15 +137,18 @@ def _with_env(make: Callable[[Target], Task], task_env: Optional[TaskEnv]) -> Ca
 
 
 def run_records(targets: List[Target], command: str, options: Options, mode: Sequence = (),
-                stdout_is_data: bool = False, task_env: Optional[TaskEnv] = None) -> Dict[str, Record]:
+                stdout_is_data: bool = False, task_env: Optional[TaskEnv] = None,
+                keep_on_sigint: bool = False) -> Dict[str, Record]:
     """Run ``command`` on ``targets`` to the end: ``{label: Record}``, in the order hosts
     finished. ``mode`` holds observers that come first (``SlurpSink``); a signal ends the
-    call as :func:`run` says."""
+    call as :func:`run` says, except that with ``keep_on_sigint`` a SIGINT returns the
+    records made (those killed by it are ``interrupted``; hosts never started have none)."""
     host_run, collector = _start(targets, command, options, mode, stdout_is_data=stdout_is_data,
                                  task_env=task_env)
     summary = host_run.run()
-    if summary.interrupted_by is not None:
-        _reraise(summary.interrupted_by)
+    signum = summary.interrupted_by
+    if signum is not None and not (keep_on_sigint and signum == signal.SIGINT):
+        _reraise(signum)
     return collector.records
 
 

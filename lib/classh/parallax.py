@@ -334,7 +334,11 @@ def _run(hosts: Dict[str, _Host], command: str, opts: Options, engine: ClasshOpt
         return {"PARALLAX_NODENUM": str(number[target.label]), "PARALLAX_HOST": hosts[target.label].key}
 
     targets = [host.target for host in hosts.values()]
-    return api.run_records(targets, command, engine, observers, stdout_is_data, task_env=env)
+    records = api.run_records(targets, command, engine, observers, stdout_is_data, task_env=env,
+                              keep_on_sigint=True)
+    for label in hosts:  # Ctrl-C came before these started
+        records.setdefault(label, Record(host=label, error="Cancelled"))
+    return records
 
 
 def _failures(record: Record) -> List[str]:
@@ -357,8 +361,12 @@ def _task(host: _Host, record: Record, opts: Options) -> HostTask:
     task.record = record
     task.failures = _failures(record)
     task.killed = record.timed_out or record.interrupted
-    task.exitstatus = -record.signal if record.signal is not None else (
-        -9 if task.killed else record.exitcode)
+    if record.timed_out:
+        task.exitstatus = -9  # parallax's SIGKILL
+    elif record.signal is not None and not record.interrupted:
+        task.exitstatus = -record.signal
+    elif not record.interrupted:  # parallax gives none to what Ctrl-C killed
+        task.exitstatus = record.exitcode
     if opts.inline or opts.inline_stdout:
         task.outputbuffer = record.stdout
     if opts.inline:
