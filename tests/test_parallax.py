@@ -4,6 +4,7 @@
 The real parallax reaches the fleet through ``opts.ssh_extra = ["-F", config]``
 (its ssh and scp both take it); classh.parallax gets the very same options.
 """
+import io
 import os
 import subprocess
 import sys
@@ -103,6 +104,10 @@ def test_copy_puts_files_where_scp_does(fleet, remote, tmp_path):
         assert mod.copy(["node2"], str(src), dest, opts) == {"node2": (0, None, None)}  # into a dir
         assert mod.copy(["node1"], str(folder), dest + "/site", opts) == {"node1": (0, None, None)}
         assert mod.copy(["node1"], str(folder), dest + "/site", opts) == {"node1": (0, None, None)}
+        outdir = str(tmp_path / ("out-" + mod.__name__))
+        assert mod.copy(["node1"], str(src), dest, options(mod, fleet, outdir=outdir)) == {
+            "node1": (0, outdir, None)}
+        assert tree(outdir) == {"node1": b""}
     assert tree(os.path.join(remote, "parallax")) == tree(os.path.join(remote, "classh.parallax"))
     assert set(tree(os.path.join(remote, "classh.parallax"))) == {
         "new.conf", "app.conf", "site", "site/css", "site/css/a.css", "site/index.html",
@@ -180,6 +185,8 @@ def test_options_outdir_errdir_input_inline_limit(fleet, tmp_path):
                                    str(tmp_path / "classh.parallax" / "err"))
     assert results[5]["node1"] == (0, b"o\n", None)
     assert dirs[0] == dirs[1] and dirs[1][0] == {"node1": b"5\n", "node2:%d" % fleet.port: b"5\n"}
+    opts = options(ours, fleet, input_stream=io.BytesIO(b"123"))  # a file object: read once
+    assert ours.call(hosts, "wc -c", opts) == {"node1": (0, b"3\n", None), "node2": (0, b"3\n", None)}
 
 
 def swap(results, ours_text, real_text):
