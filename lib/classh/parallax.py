@@ -37,8 +37,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from . import api
 from .display import LinesDisplay, SafeStream
 from .observers import Observer, SinkError
-from .options import (OptionError, Options as ClasshOptions, UnknownOption, positive_int, seconds,
-                      split_ssh_options)
+from .options import (OptionError, Options as ClasshOptions, UnknownOption, port_number, positive_int,
+                      seconds, split_ssh_options)
 from .remote import remote_word
 from .results import (FAILED, OK, Record, ResultsError, _close_quietly, open_directory, open_new,
                       result_path, write_all)
@@ -211,7 +211,7 @@ class _Host:
         else:
             name, port, user = (tuple(spec) + (None, None))[:3]
             self.key, self.port, self.user = name, port, user
-            self.target = Target(name, user=user or None, port=int(port) if port else None)
+            self.target = Target(name, user=user or None, port=port_number(port) if port else None)
         self.pretty = self.key
         if self.user and self.user != default_user:
             self.pretty = "%s@%s" % (self.user, self.pretty)
@@ -298,8 +298,12 @@ class _HostFiles(Observer):
         """Append ``data`` to the host's file for that stream."""
         target = self.files.get((task.key, fd), -1) if fd in self.streams else -1
         if target >= 0:
-            with SinkError.wrap(self._path(fd, task.key), task.key):
+            try:
                 write_all(target, data)
+            except OSError as exc:  # that file gets no more; the host fails
+                self.files[task.key, fd] = -1
+                _close_quietly(target)
+                raise SinkError(self._path(fd, task.key), exc, task.key) from exc
 
     def finished(self, task, record: Record) -> None:
         """Close the host's files."""
