@@ -337,3 +337,48 @@ def test_ctrl_c_returns_interrupted_and_cancelled_errors_as_parallax_does(fleet)
         lines.append(proc.stdout.decode().splitlines()[-1])
     assert lines[0] == lines[1] == repr([("node1", "Interrupted", None), ("node2", "Cancelled", None),
                                          ("node3", "Cancelled", None)])
+
+
+README_SCRIPT = """
+import os, sys
+sys.path.insert(0, %r)
+import parallax
+config, port, user, remote = sys.argv[1:5]
+hosts = ["node1", ("node2", port), ("node3", port, user), "refused"]
+opts = parallax.Options()
+opts.ssh_extra = ["-F", config]
+opts.limit = 2
+
+
+def show(results):
+    return sorted((host, ("Error", r.msg, r.task.exitstatus) if isinstance(r, parallax.Error) else r)
+                  for host, r in results.items())
+
+
+print(show(parallax.call(hosts, "echo hi; echo there >&2", opts)))
+print(show(parallax.call(hosts, "exit 1", opts)))
+with open("f.txt", "w") as f:
+    f.write("payload\\n")
+print(show(parallax.copy(hosts, "f.txt", remote + "/f.txt", opts)))
+opts.localdir = "got"
+print(show(parallax.slurp(hosts, remote + "/f.txt", "f.txt", opts)))
+for top, dirs, files in sorted(os.walk("got")):
+    print(top, sorted(dirs), [(name, open(os.path.join(top, name)).read()) for name in sorted(files)])
+""" % os.path.join(ROOT, "lib")
+
+
+def test_a_parallax_script_gives_the_same_output_after_changing_its_import(fleet, remote, tmp_path):
+    outputs = []
+    for which, line in (("real", "import parallax"), ("ours", "from classh import parallax")):
+        script = README_SCRIPT.replace("import parallax\n", line + "\n", 1)
+        where = tmp_path / which
+        where.mkdir()
+        there = os.path.join(remote, which)
+        os.mkdir(there)
+        os.chmod(there, 0o777)
+        proc = subprocess.run([sys.executable, "-c", script, fleet.ssh_config, str(fleet.port),
+                               fleet.user, there], cwd=str(where), capture_output=True, timeout=120)
+        outputs.append([line for line in proc.stdout.decode().splitlines() if line.startswith(("[", "got"))])
+    assert outputs[0] == outputs[1]
+    assert len(outputs[1]) == 4 + 5 and "b'hi\\n'" in outputs[1][0]
+    assert "got/node3 [] [('f.txt', 'payload\\n')]" in outputs[1]
