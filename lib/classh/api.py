@@ -16,15 +16,17 @@ by each target's label (``user@host:port`` with the parts given).
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .hostmode import TargetSource, task_maker
 from .observers import Observer
 from .options import Options, from_env
 from .results import FAILED, OK, Record, load_results
 from .run import Run, assemble
+from .supervisor import Task
 from .targets import Target, resolve
 
 __all__ = ["run", "call", "copy", "slurp", "Options", "Error", "SSHJobMan", "load_results"]
@@ -106,25 +108,55 @@ class _Collector(Observer):
         self.records[record.host] = record
 
 
+#: A function giving more environment variables for the ssh of one target.
+TaskEnv = Callable[[Target], Mapping[str, str]]
+
+
 def _start(targets: List[Target], command: Optional[str], options: Options, mode: Sequence = (),
-           handle_signals: bool = True, stdout_is_data: bool = False) -> Tuple[Run, _Collector]:
+           handle_signals: bool = True, stdout_is_data: bool = False,
+           task_env: Optional[TaskEnv] = None) -> Tuple[Run, _Collector]:
     collector = _Collector()
     sinks = assemble(options, mode=mode, stdout_is_data=stdout_is_data,
                      views=lambda skip: [collector])
-    source = TargetSource(targets, task_maker(command, options))
+    source = TargetSource(targets, _with_env(task_maker(command, options), task_env))
     return Run(source, options, sinks.observers, keep=sinks.keep,
                handle_signals=handle_signals), collector
+
+
+def _with_env(make: Callable[[Target], Task], task_env: Optional[TaskEnv]) -> Callable[[Target], Task]:
+    """``make``, each task's environment (that of its local ssh) extended by ``task_env(target)``."""
+    if task_env is None:
+        return make
+
+    def make_with_env(target: Target) -> Task:
+        task = make(target)
+        task.env = dict(os.environ if task.env is None else task.env, **task_env(target))
+        return task
+
+    return make_with_env
+
+
+def run_records(targets: List[Target], command: str, options: Options, mode: Sequence = (),
+                stdout_is_data: bool = False, task_env: Optional[TaskEnv] = None,
+                keep_on_sigint: bool = False) -> Dict[str, Record]:
+    """Run ``command`` on ``targets`` to the end: ``{label: Record}``, in the order hosts
+    finished. ``mode`` holds observers that come first (``SlurpSink``); a signal ends the
+    call as :func:`run` says, except that with ``keep_on_sigint`` a SIGINT returns the
+    records made (those killed by it are ``interrupted``; hosts never started have none)."""
+    host_run, collector = _start(targets, command, options, mode, stdout_is_data=stdout_is_data,
+                                 task_env=task_env)
+    summary = host_run.run()
+    signum = summary.interrupted_by
+    if signum is not None and not (keep_on_sigint and signum == signal.SIGINT):
+        _reraise(signum)
+    return collector.records
 
 
 def _run(hosts: Hosts, command: str, opts, strict: bool, mode: Sequence = (),
          options: Optional[Options] = None, stdout_is_data: bool = False) -> Dict[str, Outcome]:
     options = options or as_options(opts)
-    host_run, collector = _start(targets_of(hosts, options), command, options, mode,
-                                 stdout_is_data=stdout_is_data)
-    summary = host_run.run()
-    if summary.interrupted_by is not None:
-        _reraise(summary.interrupted_by)
-    return {host: outcome(record, strict) for host, record in collector.records.items()}
+    records = run_records(targets_of(hosts, options), command, options, mode, stdout_is_data)
+    return {host: outcome(record, strict) for host, record in records.items()}
 
 
 def _reraise(signum: int) -> None:

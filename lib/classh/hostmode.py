@@ -77,8 +77,8 @@ def task_maker(command: Optional[str], options: Options) -> Callable[[Target], T
 
     def make(target: Target) -> Task:
         auth = HostAuth(options.password, tty, sudo) if tty or sudo else None
-        line, first = wrap(command.replace("{host}", target.name)) if command is not None else (
-            None, None)
+        line, first = wrap(command.replace("{host}", target.name) if options.host_names
+                           else command) if command is not None else (None, None)
         return Task(key=target.label, argv=ssh.argv(target, line),
                     input=options.input if first is None else first, timeout=options.timeout,
                     env=env, context=target, auth=auth, hold_stdin=hold_stdin)

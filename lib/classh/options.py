@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass, field, fields
 from typing import List, Mapping, Optional
 
-__all__ = ["Options", "OptionError", "from_env", "ENV_NAMES"]
+__all__ = ["Options", "OptionError", "UnknownOption", "from_env", "ENV_NAMES"]
 
 #: Option name -> environment variable that gives its default.
 ENV_NAMES = {
@@ -27,6 +27,11 @@ class OptionError(ValueError):
     """An option value that cannot be used; the message names it."""
 
 
+class UnknownOption(OptionError, AttributeError):
+    """An attribute that is no option (``opts.limit = 1``); the message names it and the
+    known ones. Both an OptionError and an AttributeError."""
+
+
 @dataclass
 class Options:
     """How to reach hosts and how hard to push.
@@ -38,7 +43,8 @@ class Options:
     with ``sudo``/``sudo_user``); it is never shown in the repr. ``persist``
     keeps one ssh master connection per host that many seconds for later runs.
     ``raw`` sends the command exactly as given (no watchdog wrapper: targets
-    without a POSIX ``sh``).
+    without a POSIX ``sh``). ``host_names`` False leaves ``{host}`` in the
+    command as it is (by default it becomes each target's name).
     """
 
     numjobs: int = 100
@@ -59,6 +65,7 @@ class Options:
     persist: Optional[int] = None
     kill_grace: float = 2.0
     raw: bool = False
+    host_names: bool = True
 
     def __post_init__(self):
         self.numjobs = positive_int("numjobs", self.numjobs)
@@ -81,12 +88,22 @@ class Options:
         if self.password is not None and ("\n" in self.password or "\r" in self.password):
             raise OptionError("a password cannot hold a line break")
 
+    def __setattr__(self, name: str, value) -> None:
+        """Set an option; a name that is no option is refused, never silently kept."""
+        if name not in _FIELD_NAMES:
+            raise UnknownOption("Options has no option %r (options: %s)"
+                                % (name, ", ".join(sorted(_FIELD_NAMES))))
+        object.__setattr__(self, name, value)
+
     def replace(self, **changes) -> "Options":
         """A copy with ``changes`` applied."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         return Options(**values)
 
+
+#: The names an Options instance accepts (its fields).
+_FIELD_NAMES = frozenset(f.name for f in fields(Options))
 
 #: The longest duration accepted (-t, --connect-timeout): about 23 days, under the
 #: 2**31 milliseconds that one epoll/poll wait can count (the event loop waits that long).

@@ -81,7 +81,8 @@ class SshCommand:
                 + ["-O", action, "--", target.name])
 
     def argv(self, target: Target, command: Optional[str], options: Sequence[str] = ()) -> List[str]:
-        """The full argv running ``command`` on ``target``; ``{host}`` becomes its name.
+        """The full argv running ``command`` on ``target``; ``{host}`` becomes its name
+        (unless the options' ``host_names`` is False).
 
         ``options`` are more ``-o`` values for this one command (job mode's
         ControlMaster and ControlPath); the run's own options come first and win.
@@ -91,5 +92,6 @@ class SshCommand:
             argv += ["-o", option]
         argv += self.login_args(target) + ["--", target.name]
         if command is not None:
-            argv.append(command.replace("{host}", target.name))
+            argv.append(command.replace("{host}", target.name) if self.options.host_names
+                        else command)
         return argv

@@ -40,7 +40,7 @@ from .observers import Observer, SinkError
 from .remote import remote_word
 from .results import OK, Record, ResultsError, result_path
 
-__all__ = ["TransferError", "copy_plan", "slurp_command", "safe_extract", "SlurpSink",
+__all__ = ["TransferError", "copy_plan", "pack", "slurp_command", "safe_extract", "SlurpSink",
            "PARTIAL_NAME"]
 
 #: The temporary file a slurped archive is streamed to, inside ``DIR/host/``.
@@ -118,15 +118,7 @@ def copy_plan(sources: Sequence[str], dest: str) -> Tuple[str, bytes]:
         entries.append((source, name))
         if stat.S_ISREG(info.st_mode):
             single_file_mode = info.st_mode
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for source, name in entries:
-            path = os.path.realpath(source) if os.path.islink(source) else source
-            try:
-                tar.add(path, arcname=name, recursive=True, filter=_clean_member)
-            except OSError as exc:
-                raise TransferError("cannot read %s: %s" % (exc.filename or source,
-                                                             exc.strerror or exc)) from None
+    archive = pack(entries)
     target = remote_word(dest)
     if len(entries) == 1 and single_file_mode is not None and not dest.endswith("/"):
         write = "tar -x -O -f - > %s" % target
@@ -137,7 +129,23 @@ def copy_plan(sources: Sequence[str], dest: str) -> Tuple[str, bytes]:
         command = "if [ -d %s ]; then tar -x -f - -C %s; else %s; fi" % (target, target, write)
     else:
         command = "mkdir -p -- %s && tar -x -f - -C %s" % (target, target)
-    return command, archive.getvalue()
+    return command, archive
+
+
+def pack(entries: Sequence[Tuple[str, str]]) -> bytes:
+    """An uncompressed tar archive (bytes) holding each ``(source, name)``: the local
+    ``source`` stored as ``name`` (directories recursively, symlinks inside them as links,
+    a source given as a symlink followed; no owners). TransferError naming an unreadable path."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for source, name in entries:
+            path = os.path.realpath(source) if os.path.islink(source) else source
+            try:
+                tar.add(path, arcname=name, recursive=True, filter=_clean_member)
+            except OSError as exc:
+                raise TransferError("cannot read %s: %s" % (exc.filename or source,
+                                                             exc.strerror or exc)) from None
+    return archive.getvalue()
 
 
 # -- slurp ------------------------------------------------------------------------
@@ -525,14 +533,19 @@ class SlurpSink(Observer):
         finally:
             self._clean(pending)
 
+    def _extract(self, pending: _Pending) -> List[str]:
+        """Unpack the host's archive into its directory; the top-level names written."""
+        with self._archive(pending) as archive:
+            return safe_extract(archive, pending.directory, dir_fd=pending.dir_fd)
+
     @staticmethod
-    def _extract(pending: _Pending) -> List[str]:
+    def _archive(pending: _Pending):
+        """The host's temporary archive, open for reading (never through a symlink)."""
         try:
             fd = os.open(PARTIAL_NAME, os.O_RDONLY | _NOFOLLOW, dir_fd=pending.dir_fd)
         except OSError as exc:
             raise TransferError("cannot read %s: %s" % (pending.path, exc.strerror)) from None
-        with os.fdopen(fd, "rb") as archive:
-            return safe_extract(archive, pending.directory, dir_fd=pending.dir_fd)
+        return os.fdopen(fd, "rb")
 
     @staticmethod
     def _fail(record: Record, reason: str) -> None:
