@@ -92,6 +92,7 @@ def test_without_send_input_the_command_reads_no_stdin_of_classh(standin):
 @pytest.mark.parametrize("args,text", [
     (["-I", "true", "/dev/stdin"], "'/dev/stdin'"),
     (["-I", "--copy", "f", "--dest", "/tmp", "n1"], "--copy"),
+    (["-I", "--slurp", "/etc/hostname", "--dest", "/tmp/nowhere", "n1"], "--slurp"),
     (["-I", "-i", "n1"], "-i"),
     (["-I", "--node", "n1", "--job", "true"], "--init-file"),
     (["-I", "--list", "n1"], "--list"),

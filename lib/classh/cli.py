@@ -662,6 +662,7 @@ _NO_INPUT = {
     "jobs": "in job mode stdin feeds --input - or --job-file -; give every node the same "
             "file with --init-file FILE",
     "--copy": "--copy sends its files on the hosts' stdin",
+    "--slurp": "--slurp runs its own tar, which reads no input",
     "--interactive": "-i reads its commands on stdin",
 }
 
