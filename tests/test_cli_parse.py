@@ -108,7 +108,6 @@ def test_sudo_spellings(argv, user):
     (["--pers", "true", "h"], str(DEFAULT_PERSIST), "true", ["h"]),
     (["--pers=60", "true", "h"], "60", "true", ["h"]),
     (["true", "h", "--persist"], str(DEFAULT_PERSIST), "true", ["h"]),
-    (["-q", "--persist", "60", "h"], str(DEFAULT_PERSIST), "60", ["h"]),
 ])
 def test_persist_spellings(argv, secs, command, targets):
     args = parse(argv)

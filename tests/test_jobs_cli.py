@@ -113,7 +113,7 @@ def test_job_mode_with_another_mode_is_refused_naming_both(extra):
 @pytest.mark.parametrize("option", [["--job", "x"], ["--job-file", "f"], ["--on-each-node", "x"],
                                     ["--retries", "2"], ["--fail-node-on-error"],
                                     ["--max-node-uses", "2"], ["--max-nodes", "2"],
-                                    ["--no-reuse"], ["-k"], ["--joblog", "L"],
+                                    ["--no-reuse"], ["--joblog", "L"],
                                     ["--active-nodes", "A"]])
 def test_job_options_are_refused_in_host_mode(option):
     args = parse(option + ["true", "n1"])

@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import resource
 import shlex
 import sys
 from typing import Callable, Dict, List, Optional
 
-from docopt import (DocoptExit, DocoptLanguageError, Tokens, docopt, parse_docstring_sections,
-                    parse_longer, parse_options, parse_shorts)
+from docopt import (DocoptExit, DocoptLanguageError, Option, Tokens, docopt, parse_argv,
+                    parse_docstring_sections, parse_longer, parse_options, parse_shorts)
 
 from . import __version__
 from .display import (ClassicDisplay, GatherDisplay, JsonDisplay, LinesDisplay, Palette,
                       ProgressDisplay, SafeStream, StatusLine, is_terminal, summary_line,
                       use_colour)
+from .display import KeepOrder
 from .interactive import Shell
 from .hostmode import TargetSource, is_stream, open_stream, task_maker
 from .observers import SinkError
@@ -28,8 +30,8 @@ from .persist import DEFAULT_PERSIST, PersistError, control_dir, sockets_for, sw
 from .ssh import SshCommand, SshConfigError
 from .supervisor import ListSource, Task
 from .transfer import SlurpSink, TransferError, copy_plan, slurp_command
-from .targets import (DEFAULT_MAX_HOSTS, Resolver, Target, TargetError, fold, resolve,
-                      strip_comment)
+from .targets import (DEFAULT_MAX_HOSTS, Resolver, Target, TargetError, fold, is_host_file,
+                      resolve, strip_comment)
 
 USAGE = """classh - the Cluster Administrator's ssh.
 
@@ -38,6 +40,7 @@ host's output, errors and exit status.
 
 Usage:
   classh [options] [-x PATTERN]... [-O OPTION]... [-S DEST]... [-E DEST]...
+         [-w HOSTS]...
          [--job CMD]... [--job-file FILE]... [--input FILE]... [--init-file FILE]...
          [--] (-i | --close | --list | --fold | --copy=SRC... --dest=PATH
                | --slurp=REMOTE --dest=PATH
@@ -52,8 +55,11 @@ Targets:
   file (an argument with a '/' outside brackets): one pattern a line, '#'
   comments; a pipe such as /dev/stdin is read as lines arrive.
   Names expand ranges: n[1-40,45]  n[01-10]  rack[1-2]n[1-4]  n[1-10/2].
-  With no TARGET, the hosts in $CLASSH_HOSTS are used. No host at all (an
-  empty host file, every host excluded) is an error.
+  Each -w HOSTS gives more (pdsh, clush; ^FILE: a host file). With no
+  TARGET, the hosts in $CLASSH_HOSTS are used. No host at all (an empty
+  host file, every host excluded) is an error; a pipe that ends with no
+  host is nothing to do (exit 0). A TARGET naming a file here without a
+  '/' is refused.
 
 Modes:
   --copy SRC                     Push a local file or directory into PATH
@@ -133,7 +139,6 @@ Job mode (chosen by --node, --node-file or --machines; no COMMAND, no TARGET):
                                  runs at most free/MIB jobs.
   --jobs-per-gpu N               Jobs one GPU runs at once (default 1).
   --share-gpus                   Use GPUs that other processes use too.
-  -k, --keep-order               Show jobs' output in job order.
   --joblog FILE                  Write GNU parallel's joblog into FILE (new
                                  unless --overwrite).
   --active-nodes FILE            Keep FILE listing the busy slots, one a
@@ -151,6 +156,8 @@ Options:
   -t SECS, --timeout SECS        Kill a host's command after SECS seconds
                                  (default 300; 0 or less: no timeout).
   --connect-timeout SECS         ssh's ConnectTimeout (default 10).
+  -w HOSTS, --hosts HOSTS        Targets, as a TARGET (repeatable; pdsh's
+                                 ^FILE: the host file FILE).
   -x PATTERN, --exclude PATTERN  Leave these hosts out (repeatable).
   --noexpand                     Take names literally: no range expansion.
   --max-hosts N                  Refuse more than N hosts (default 1000000).
@@ -163,6 +170,10 @@ Options:
                                  gather (identical results grouped, at the
                                  end) or json (one JSON object per host).
   -q, --quiet                    No per-host display.
+  -k, --keep-order               Show hosts in target order (jobs in job
+                                 order), not as they finish.
+  -I, --send-input               Read classh's stdin once and send it to
+                                 every host's COMMAND (host mode only).
   --status                       A live status line on stderr (terminal only).
   -o DIR, --results DIR          Write host.out, host.err, host.ret for each
                                  host and summary.jsonl into DIR (new or
@@ -188,7 +199,8 @@ Options:
   --sudo-user USER               The same as --sudo=USER.
   --persist=SECS                 Keep one ssh connection per host open SECS
                                  seconds after its last use, for the next
-                                 runs (--persist alone: 300).
+                                 runs (--persist alone: 300; --persist 60
+                                 is refused: write --persist=60).
   --accept-new-hostkeys          Let ssh add keys of hosts it has never seen
                                  (StrictHostKeyChecking=accept-new).
   -i, --interactive              A shell: each line typed runs on every
@@ -201,6 +213,11 @@ Options:
   --version                      Show the version.
 
 COMMAND may hold {host}, replaced by each target's name.
+
+pssh, pdsh and clush users: -h is --help (a host file is a TARGET with a
+'/': ./hosts.txt, or -w ^hosts.txt), -p is the ssh port (fanout is -n), -o
+the results directory (ssh options are -O, as pssh's), -i the interactive
+shell (output inline is the default display), -x excludes hosts.
 
 Destinations (-S, -E), in this order: "-" is classh's stdout (host names,
 one a line); "|COMMAND" runs COMMAND (any shell code); an existing directory
@@ -281,20 +298,25 @@ def _looks_like_number(word: str) -> bool:
 def spell_optional_values(argv: List[str]) -> List[str]:
     """``argv`` with ``--sudo=USER`` as ``--sudo-user=USER`` and a bare ``--persist`` as
     ``--persist=300``, wherever docopt-ng's tokenizer reads them as options (not after
-    ``--``, not as another option's value)."""
+    ``--``, not as another option's value). A number right after a bare ``--persist``
+    that would be the COMMAND is a UsageError (see :func:`check_persist_value`)."""
     words = list(argv)
     table = _option_table()
     at = 0
+    arguments = 0
     while at < len(words):
         word = words[at]
         if word == "--":
             break
         is_long = word.startswith("--")
         if not is_long and (not word.startswith("-") or word == "-" or _looks_like_number(word)):
+            arguments += 1
             at += 1
             continue
         if is_long:
             words[at] = _respell(word, _long_name(word, table))
+            if not arguments and words[at] != word and words[at].startswith("--persist="):
+                check_persist_value(words[at + 1:at + 2])
         rest = Tokens(words[at:])
         try:
             if is_long:
@@ -305,6 +327,15 @@ def spell_optional_values(argv: List[str]) -> List[str]:
             break  # docopt itself will say what is wrong
         at = len(words) - len(rest)
     return words
+
+
+def check_persist_value(following: List[str]) -> None:
+    """A bare ``--persist`` followed by a number that would be the COMMAND (``--persist 60
+    CMD``): the value was meant, but an optional value must follow ``=`` (UsageError)."""
+    if following and _looks_like_number(following[0]):
+        raise UsageError("--persist takes its value after '=': did you mean --persist=%s? "
+                         "(a bare --persist means %d s; the next word is not its value)"
+                         % (following[0], DEFAULT_PERSIST))
 
 
 def _respell(word: str, name: str) -> str:
@@ -322,6 +353,8 @@ def explain_bad_arguments(argv: List[str], exc: DocoptExit) -> str:
     message = str(exc).split("\n", 1)[0].strip()
     if message.endswith(("requires argument", "must not have an argument")):
         return message  # docopt-ng's own words: "-t requires argument", ...
+    if "--help" in _options_in(argv):
+        return HELP_MISUSE
     table = _option_table()
     names = {name for option in table for name in (option.short, option.longer) if name}
     for word in argv:
@@ -355,6 +388,22 @@ def explain_bad_arguments(argv: List[str], exc: DocoptExit) -> str:
     if not any(not word.startswith("-") for word in argv):
         return "no COMMAND given"
     return "bad arguments: %s" % " ".join(shlex.quote(word) for word in argv)
+
+
+#: ``-h`` with anything else: pssh's ``-h HOSTFILE``, or a COMMAND's own option unquoted.
+HELP_MISUSE = ("-h is --help in classh and goes alone: pssh's -h HOSTFILE is a TARGET with a "
+               "'/' (./hosts.txt) or -w ^hosts.txt, and a COMMAND with options is one quoted "
+               "word ('df -h')")
+
+
+def _options_in(argv: List[str]) -> set:
+    """The long names of the options docopt-ng's tokenizer reads in ``argv`` (none when it
+    cannot read them)."""
+    try:
+        parsed = parse_argv(Tokens(list(argv)), _option_table())
+    except (DocoptExit, DocoptLanguageError):
+        return set()
+    return {item.name for item in parsed if isinstance(item, Option)}
 
 
 _MODE_WORDS = ("--copy", "--slurp", "-i", "--interactive", "--close", "--list", "--fold",
@@ -437,13 +486,32 @@ def no_core_dumps() -> None:
 
 
 def target_args(args: dict, environ) -> List[str]:
-    """The TARGET arguments, or $CLASSH_HOSTS split on whitespace."""
-    if args["TARGET"]:
-        return list(args["TARGET"])
-    hosts = environ.get("CLASSH_HOSTS", "").split()
+    """The -w HOSTS and TARGET arguments (pdsh's ``-w ^FILE`` as a host file), or
+    $CLASSH_HOSTS split on whitespace; a bare word naming a file here is refused."""
+    hosts = [_caret_file(word) for word in args["--hosts"]] + list(args["TARGET"])
+    if not hosts:
+        hosts = environ.get("CLASSH_HOSTS", "").split()
     if not hosts:
         raise UsageError("no TARGET given and CLASSH_HOSTS is not set")
+    for word in hosts:
+        check_not_a_file(word)
     return hosts
+
+
+def _caret_file(word: str) -> str:
+    """pdsh's ``^FILE`` (a -w value): FILE as a host file argument (with a '/')."""
+    if not word.startswith("^") or len(word) == 1:
+        return word
+    path = word[1:]
+    return path if is_host_file(path) else os.path.join(".", path)
+
+
+def check_not_a_file(word: str) -> None:
+    """Refuse a target word without '/' that names a regular file here (pssh's ``-h
+    hosts.txt`` habit): it would be run as a host named so."""
+    if not is_host_file(word) and os.path.isfile(word):
+        raise UsageError("TARGET %r is a file here, not a host: a host file is named with a "
+                         "'/' (./%s) or with -w ^%s" % (word, word, word))
 
 
 def no_hosts_error(names: List[str], excludes: List[str]) -> UsageError:
@@ -477,14 +545,18 @@ def displays(args: dict, out: SafeStream, err: SafeStream, source: TargetSource)
         return observers
     palette = Palette(use_colour(sys.stdout))
     if fmt == "lines":
-        observers.append(LinesDisplay(out, err))
+        display = LinesDisplay(out, err)
     elif fmt == "gather":
-        observers.append(GatherDisplay(out, palette))
+        display = GatherDisplay(out, palette)
     elif fmt == "json":
-        observers.append(JsonDisplay(out))
+        display = JsonDisplay(out)
     else:
         width = min(40, max((len(t.label) for t in source.queue), default=0))
-        observers.append(ClassicDisplay(out, width, palette))
+        display = ClassicDisplay(out, width, palette)
+    if args["--keep-order"]:
+        display = KeepOrder(display)
+        source.make_task = display.numbered(source.make_task)
+    observers.append(display)
     return observers
 
 
@@ -518,13 +590,13 @@ def routing_for(args: dict, options: Options, source: TargetSource, out: SafeStr
 
 #: Options that only a run shows or saves through (-i shows everything gathered).
 _RUN_OUTPUTS = ("--results", "--json", "--format", "--quiet", "--progress", "--status",
-                "--resume", "--overwrite", "--success", "--failure")
+                "--resume", "--overwrite", "--success", "--failure", "--keep-order")
 #: Options only job mode uses.
 _JOB_ONLY = ("--job", "--job-file", "--on-each-node", "--input", "--task", "--blocksize",
              "--init-file", "--init-script",
              "--task-success-code", "--stall-factor", "--stall-min", "--retries",
              "--fail-node-on-error",
-             "--max-node-uses", "--max-nodes", "--no-reuse", "--keep-order", "--joblog",
+             "--max-node-uses", "--max-nodes", "--no-reuse", "--joblog",
              "--active-nodes", "--gpus", "--gpu-mem", "--jobs-per-gpu", "--share-gpus")
 #: Options that only mean something with --gpus.
 _GPU_ONLY = ("--gpu-mem", "--jobs-per-gpu", "--share-gpus")
@@ -548,7 +620,7 @@ _MODE_NAMES = {
 }
 #: Per listing mode, the only options it uses.
 _ONLY = {
-    "--list": ("--exclude", "--noexpand", "--max-hosts", "--count"),
+    "--list": ("--exclude", "--noexpand", "--max-hosts", "--count", "--hosts"),
     "--fold": ("--count",),
 }
 
@@ -583,6 +655,43 @@ def check_mode_options(args: dict, mode: str) -> None:
                          % " ".join(shlex.quote(name) for name in args["TARGET"]))
 
 
+#: An ssh option as ``-o`` takes it (``Keyword=value``, ``Keyword value``): no directory name.
+_SSH_OPTION = re.compile(r"([A-Za-z]+)(=|\s+)\S")
+#: Why -I goes with a COMMAND only, per mode.
+_NO_INPUT = {
+    "jobs": "in job mode stdin feeds --input - or --job-file -; give every node the same "
+            "file with --init-file FILE",
+    "--copy": "--copy sends its files on the hosts' stdin",
+    "--slurp": "--slurp runs its own tar, which reads no input",
+    "--interactive": "-i reads its commands on stdin",
+}
+
+
+def check_habits(args: dict, mode: str) -> None:
+    """Refuse, with a pointed message, what pssh, pdsh, clush and ssh users write out of habit
+    where classh's option means something else (nothing is run, nothing made)."""
+    results = args["--results"]
+    match = _SSH_OPTION.match(results or "")
+    if match and "/" not in results:
+        hint = "; --accept-new-hostkeys lets ssh add new hosts' keys" if (
+            match.group(1).lower() == "stricthostkeychecking") else ""
+        raise UsageError("-o is classh's results directory, and %r is an ssh option: pass it "
+                         "with -O %s (as pssh's -O), or write %s for a directory%s"
+                         % (results, shlex.quote(results), shlex.quote("./" + results), hint))
+    for pattern in args["--exclude"]:
+        if pattern.startswith("-"):
+            raise UsageError("-x excludes hosts in classh (as in pdsh and clush) and %r is no "
+                             "host: pass ssh options with -O OPTION or --ssh 'ssh ARGS' "
+                             "(pssh's -x ARGS)" % pattern)
+    if args["--send-input"] and mode != "run":
+        raise UsageError("-I (--send-input) sends classh's stdin to a COMMAND run on every "
+                         "host, not with %s: %s" % (_MODE_NAMES.get(mode, mode).split(" (")[0],
+                                                   _NO_INPUT.get(mode, "it runs no COMMAND")))
+    if args["--hosts"] and mode == "jobs":
+        raise UsageError("-w gives TARGETs, and job mode runs on nodes: write --node %s"
+                         % shlex.quote(args["--hosts"][0]))
+
+
 def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
     """Run classh with ``argv`` (without the program name); return the exit status.
 
@@ -596,6 +705,7 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
         sys.stdout.write(USAGE if args["--help"] else "classh %s\n" % __version__)
         return 0
     mode = mode_of(args)
+    check_habits(args, mode)
     check_mode_options(args, mode)
     if mode in ("--list", "--fold"):
         need_stdout(closed, mode)
@@ -618,6 +728,9 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
     command, transfer_sinks, options = mode_command(args, options)
     names = target_args(args, environ)
     source = target_source(args, names, options, command, name_checker(args, options))
+    if args["--send-input"]:
+        options = options.replace(input=read_input(names))
+        source.make_task = task_maker(command, options)
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
     if args["--resume"] and not options.results:
         raise UsageError("--resume needs a results directory (-o DIR)")
@@ -646,7 +759,7 @@ def kill_run(args: dict, environ, options: Options) -> int:
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
     options = options.replace(raw=True)
     if args["--node"] or args["--node-file"] or args["--machines"]:
-        if args["TARGET"] or args["--exclude"]:
+        if args["TARGET"] or args["--hosts"] or args["--exclude"]:
             raise UsageError("--kill takes TARGETs or --node/--node-file/--machines, not both "
                              "(nor -x)")
         names = args["--node"] + args["--node-file"] + args["--machines"]
@@ -898,13 +1011,28 @@ def report(summary: RunSummary, source: TargetSource, names: List[str], args: di
         _say(err, problem)
     if (summary.interrupted_by is None and not summary.tally.total and not source.skipped
             and not summary.input_errors and not summary.fatal):
-        _say(err, str(no_hosts_error(names, args["--exclude"])))
-        return EXIT_USAGE  # a streamed host file that brought no host
+        # only streamed host files get here (others naming no host are refused before)
+        _say(err, "nothing to do: %s" % no_hosts_error(names, args["--exclude"]))
+        return 0
     line = summary_line(summary.tally, summary.elapsed, summary.interrupted_by is not None)
     if source.skipped:
         line += " (%d skipped: done before)" % source.skipped
     _say(err, line, prefix="")
     return summary.exit_status
+
+
+def read_input(names: List[str]) -> bytes:
+    """``-I``: classh's stdin, read whole once (after the targets were accepted), for every
+    host; refused when a streamed host file is that stdin too."""
+    try:
+        stdin = os.fstat(0)
+    except OSError:
+        stdin = None
+    for name in names:
+        if stdin is not None and is_stream(name) and os.path.samestat(os.stat(name), stdin):
+            raise UsageError("-I sends classh's stdin to every host, so the host file %r (the "
+                             "same stdin) cannot be read too: name the hosts otherwise" % name)
+    return sys.stdin.buffer.read()
 
 
 def need_stdout(closed: frozenset, what: str, hint: str = "redirect it") -> None:
@@ -1024,7 +1152,12 @@ def target_source(args: dict, names: List[str], options: Options, command: Optio
 
 
 def interactive(args: dict, environ, options: Options) -> int:
-    """``classh -i``: the shell over the targets."""
+    """``classh -i``: the shell over the targets (a first TARGET with a space is pssh's
+    ``-i``, output inline, before a COMMAND: refused, naming it)."""
+    if args["TARGET"] and any(char.isspace() for char in args["TARGET"][0]):
+        raise UsageError("-i opens a shell over TARGETs and takes no COMMAND: %r is no host "
+                         "(pssh's -i, output inline, is classh's default display: classh %s "
+                         "TARGET...)" % (args["TARGET"][0], shlex.quote(args["TARGET"][0])))
     targets = resolve_targets(args, environ, options.expand, options.max_hosts)
     out, err = SafeStream(sys.stdout.buffer), SafeStream(sys.stderr.buffer)
     on_terminal = is_terminal(sys.stdin)

@@ -10,7 +10,8 @@ import contextlib
 import os
 import stat
 import time
-from typing import BinaryIO, Dict, Optional
+from collections import deque
+from typing import BinaryIO, Callable, Dict, Optional
 
 from .results import (FAILED, KILLED, OK, PROGRESS_CHAR, SSH_ERROR, TIMEOUT,
                       Record, Tally, describe_exit, json_line)
@@ -20,6 +21,7 @@ from .targets import fold
 __all__ = [
     "SafeStream", "Palette", "ClassicDisplay", "LinesDisplay", "ProgressDisplay",
     "JsonDisplay", "GatherDisplay", "StatusLine", "summary_line", "use_colour", "is_terminal",
+    "KeepOrder",
 ]
 
 _COLOURS = {OK: "32", FAILED: "31", SSH_ERROR: "35", TIMEOUT: "33", KILLED: "33"}
@@ -434,3 +436,74 @@ class StatusLine(StreamObserver):
                 self.err.write(b"\r\033[K")
         finally:
             super().close()
+
+
+class KeepOrder(Observer):
+    """Shows hosts in target order (``-k``, as ``dshbak`` and ``clush -b`` do): the display it
+    wraps gets a host's calls (``started``, ``output``, ``finished``) only once every host
+    handed out before it was shown; the first host not shown yet gets them live.
+
+    The order is the order tasks are made in: wrap the source's task maker with
+    :meth:`numbered`. What a later host sends meanwhile waits in memory.
+    """
+
+    def __init__(self, display: Observer):
+        self.display = display
+        self.needs_output = display.needs_output
+        self.order: deque = deque()  # keys made and not shown yet, in order
+        self.held: Dict[str, list] = {}
+        self.done: set = set()
+
+    def numbered(self, make: Callable) -> Callable:
+        """``make`` (target -> task), noting each task's place in the order."""
+        def make_in_order(target):
+            task = make(target)
+            self.order.append(task.key)
+            return task
+        return make_in_order
+
+    def attach(self, loop) -> None:
+        """Attach the display."""
+        self.display.attach(loop)
+
+    def started(self, task) -> None:
+        """Pass on, or hold until the host's turn."""
+        self._pass(task.key, self.display.started, task)
+
+    def output(self, task, fd: int, data: bytes) -> None:
+        """Pass on, or hold until the host's turn."""
+        self._pass(task.key, self.display.output, task, fd, data)
+
+    def finished(self, task, record) -> None:
+        """Pass on, or hold until the host's turn; then show the hosts now due."""
+        self._pass(task.key, self.display.finished, task, record)
+        self.done.add(task.key)
+        self._advance()
+
+    def close(self) -> None:
+        """Show what still waits (in order), then close the display."""
+        try:
+            while self.order:
+                self._replay(self.order.popleft())
+            for key in list(self.held):
+                self._replay(key)
+        finally:
+            self.held.clear()
+            self.display.close()
+
+    def _pass(self, key: str, hook: Callable, *args) -> None:
+        if self.order and self.order[0] == key:
+            hook(*args)
+        else:
+            self.held.setdefault(key, []).append((hook, args))
+
+    def _advance(self) -> None:
+        """Drop the shown hosts from the front; the next one's held calls go out."""
+        while self.order and self.order[0] in self.done:
+            self.done.discard(self.order.popleft())
+            if self.order:
+                self._replay(self.order[0])
+
+    def _replay(self, key: str) -> None:
+        for hook, args in self.held.pop(key, ()):
+            hook(*args)
