@@ -125,7 +125,10 @@ Job mode (chosen by --node, --node-file or --machines; no COMMAND, no TARGET):
   --stall-factor F               A job running F times longer than the
                                  moving average of completed ones is killed
                                  (while other jobs wait) and runs again on
-                                 another node (default 5; 0: never).
+                                 another node (job lists: only when given);
+                                 a block gets a backup copy on another node
+                                 instead, the first to finish wins (blocks:
+                                 default 5; 0: never).
   --stall-min SECS               Never count a job as stalled before SECS
                                  seconds (default 10).
   --fail-node-on-error           A job exiting non-zero also drops its node.
@@ -858,7 +861,7 @@ def job_options(args: dict, **generated):
         gpus=args["--gpus"], gpu_mem=args["--gpu-mem"] or 0, share_gpus=args["--share-gpus"],
         jobs_per_gpu=number("--jobs-per-gpu") or 1,
         success_code=int(args["--task-success-code"] or 0),
-        stall_factor=5.0 if args["--stall-factor"] is None else args["--stall-factor"],
+        stall_factor=args["--stall-factor"],
         stall_min=10.0 if args["--stall-min"] is None else args["--stall-min"], **generated)
 
 

@@ -85,6 +85,9 @@ MAX_GPU_MIB = 1 << 30
 MAX_BLOCK_BYTES = 32 << 20
 #: Stall watch (its policy: :mod:`classh.stalls`): the stalls after which a node is dropped.
 STALLS_TO_DROP = 3
+#: The stall factor of blocks when none is given (job lists have no stall watch unless
+#: one is given: a long job among short ones is no stall).
+BLOCK_STALL_FACTOR = 5.0
 
 PROBING, READY, DROPPED, RETIRED = "probing", "ready", "dropped", "retired"
 # What ssh's mux client says when the master's connection refuses one more session.
@@ -152,8 +155,9 @@ class JobOptions:
     init_timeout: float = INIT_TIMEOUT
     #: A job running longer than ``stall_factor`` times the moving average of completed
     #: durations (and ``stall_min`` s at least) is killed and runs again on another node;
-    #: None: no stall watch.
-    stall_factor: Optional[float] = 5.0
+    #: a block gets a backup copy instead (see :meth:`JobSource._back_up`). None (the
+    #: default): no stall watch for job lists, :data:`BLOCK_STALL_FACTOR` for blocks; 0: none.
+    stall_factor: Optional[float] = None
     stall_min: float = 10.0
 
     def __post_init__(self):
@@ -175,7 +179,8 @@ class JobOptions:
         self.gpu_check = seconds("gpu-check", self.gpu_check)
         self.init_timeout = seconds("init-timeout", self.init_timeout) or INIT_TIMEOUT
         try:
-            self.stall_factor = seconds("stall-factor", self.stall_factor)
+            if self.stall_factor is not None:  # 0 (or less) stays 0: no stall watch at all
+                self.stall_factor = seconds("stall-factor", self.stall_factor) or 0.0
         except OptionError:
             raise OptionError("stall-factor must be a number (0: no stall watch), not %r"
                               % (self.stall_factor,)) from None
@@ -537,7 +542,10 @@ class JobSource(TaskSource):
         self._killing: Dict[int, Optional[Job]] = {}
         self._block_bytes = 0  # bytes of the blocks taken and not let go (MAX_BLOCK_BYTES)
         #: the stall watch: its policy (moving average, limit, decision) and its timer
-        self._stall = StallWatch(job_options.stall_factor, job_options.stall_min)
+        factor = job_options.stall_factor
+        if factor is None and blocks is not None:
+            factor = BLOCK_STALL_FACTOR
+        self._stall = StallWatch(factor, job_options.stall_min)
         self._stall_timer = None
         for node in self._nodes:
             self._plan_links(node)
@@ -679,7 +687,7 @@ class JobSource(TaskSource):
         self.streams.attach(loop)
         if self.blocks is not None:
             self.blocks.attach(loop, self._lines_read)
-        if self.job_options.stall_factor:
+        if self._stall.factor:
             self._stall_timer = loop.call_later(self._stall.schedule(), self._look_for_stalls)
         if self._follow is not None:
             self._follow.timer = loop.call_later(self._follow.interval, self._check_node_files)
