@@ -36,3 +36,73 @@ def test_an_explicit_stall_factor_on_a_job_list_still_kills_and_reruns(classh, s
                *job_args(long_among_short()))
     lines = [line for line in r.err.splitlines() if "job-1 stalled on node" in line]
     assert lines and "killed, it runs again elsewhere" in lines[0], r.err
+
+
+def copies_task(remote_dir, first, second, key="3", pause="0.5"):
+    """A block task: block ``key`` runs ``first`` on its first run and ``second`` on its next
+    one (its backup copy); every block then prints itself after ``pause`` s."""
+    flag = os.path.join(remote_dir, "first")
+    return ('read x; if test "$x" = %s; then if mkdir %s 2>/dev/null; then %s; else %s; fi; fi; '
+            'sleep %s; echo "$x"' % (key, flag, first, second, pause))
+
+
+def blocks_file(tmp_path, count):
+    path = tmp_path / "in"
+    path.write_text("".join("%d\n" % i for i in range(1, count + 1)))
+    return str(path)
+
+
+def summary_of(results, job):
+    """The summary.jsonl lines of ``job``."""
+    with open(os.path.join(results, "summary.jsonl")) as fh:
+        return [record for record in map(json.loads, fh) if record.get("job") == job]
+
+
+def node_after(text, before):
+    """The node named right after ``before`` in ``text``."""
+    return text.split(before, 1)[1].split()[0].rstrip(",:")
+
+
+def test_a_hanging_block_gets_a_backup_copy_that_wins_and_shows_once(classh, tmp_path,
+                                                                    remote_dir, sweep):
+    mark, hang = with_marker("sleep {m}")
+    sweep.append(mark)
+    results, joblog = str(tmp_path / "r"), str(tmp_path / "joblog")
+    r = classh("--node", "node[1-2]*2", "--input", blocks_file(tmp_path, 8), "-k", "--task",
+               copies_task(remote_dir, hang, "true"), "--stall-min", "1", "-o", results,
+               "--joblog", joblog)
+    assert r.rc == 0, r
+    assert r.out.split() == [str(i) for i in range(1, 9)], r  # block 3 once, in its place
+    hung = node_after(r.err, "job-3 stalled on ")
+    backup = node_after(r.err, "a backup copy starts on ")
+    assert hung != backup, r.err
+    assert "job-3: its backup copy on %s finished first: the copy on %s is ended" % (
+        backup, hung) in r.err, r.err
+    [record] = summary_of(results, 3)
+    assert record["node"] == backup and record["attempts"] == 2, record
+    assert record["attempt_nodes"] == [hung, backup], record
+    with open(os.path.join(results, "job-3.out")) as fh:
+        assert fh.read() == "3\n"
+    assert not [name for name in os.listdir(results) if "backup" in name]
+    with open(joblog) as fh:
+        assert [row.split("\t")[0] for row in fh].count("3") == 1
+    assert leftovers(mark) == []  # the hung copy was ended on the target
+
+
+def test_the_first_copy_winning_over_a_slower_backup_ends_the_backup(classh, tmp_path,
+                                                                      remote_dir, sweep):
+    """--retries 1: the watch never fails a slow block (it killed its last attempt)."""
+    mark, hang = with_marker("sleep {m}")
+    sweep.append(mark)
+    results = str(tmp_path / "r")
+    r = classh("--node", "node[1-2]*2", "--input", blocks_file(tmp_path, 8), "-k", "--task",
+               copies_task(remote_dir, "sleep 6", hang), "--stall-min", "1", "--retries", "1",
+               "-o", results)
+    assert r.rc == 0, r
+    assert r.out.split() == [str(i) for i in range(1, 9)], r
+    slow = node_after(r.err, "job-3 stalled on ")
+    backup = node_after(r.err, "a backup copy starts on ")
+    assert "job-3 finished on %s first: its backup copy on %s is ended" % (slow, backup) in r.err
+    [record] = summary_of(results, 3)
+    assert record["node"] == slow and record["status"] == "ok", record
+    assert leftovers(mark) == []  # the backup copy was ended on the target

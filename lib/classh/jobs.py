@@ -27,6 +27,7 @@ Nothing here prints: lines for the user go to ``notify``.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import secrets
@@ -88,6 +89,11 @@ STALLS_TO_DROP = 3
 #: The stall factor of blocks when none is given (job lists have no stall watch unless
 #: one is given: a long job among short ones is no stall).
 BLOCK_STALL_FACTOR = 5.0
+#: Bytes of stdout, and of stderr, a block's backup copy keeps (its output is shown only
+#: if it wins): one that writes more is given up (see JobSource._backup_ended).
+BACKUP_OUTPUT = 4 << 20
+#: Backup copies running at once: the output they hold stays under 2 x 4 x BACKUP_OUTPUT.
+MAX_BACKUPS = 4
 
 PROBING, READY, DROPPED, RETIRED = "probing", "ready", "dropped", "retired"
 # What ssh's mux client says when the master's connection refuses one more session.
@@ -438,13 +444,34 @@ class _Setup(_OnLink):
 
 
 class _Kill(_OnLink):
-    """A kill by tag of one job's processes on a node (its last attempt was killed)."""
+    """A kill by tag of one job's processes on a node (its last attempt was killed; with
+    ``backup``, its backup copy)."""
 
-    __slots__ = ("job",)
+    __slots__ = ("job", "backup")
 
-    def __init__(self, link: _Link, job: Job):
+    def __init__(self, link: _Link, job: Job, backup: bool = False):
         super().__init__(link)
-        self.job = job
+        self.job, self.backup = job, backup
+
+
+class _Backup:
+    """A block's backup copy (MapReduce's backup task): an internal task on a slot of
+    another node, its output kept (BACKUP_OUTPUT) and shown only if it wins.
+
+    ``record`` is set when it won (its record waits for the first copy's end to be
+    published); ``lost`` when the first copy won or the run ends (it is being killed)."""
+
+    __slots__ = ("job", "link", "gpu", "started", "record", "task", "lost")
+
+    def __init__(self, job: Job, link: _Link, gpu: Optional["_Gpu"], started: float):
+        self.job, self.link, self.gpu, self.started = job, link, gpu, started
+        self.record: Optional[Record] = None
+        self.task: Optional[Task] = None
+        self.lost = False
+
+    @property
+    def node(self) -> "_Node":
+        return self.link.node
 
 
 def _reached(record: Record) -> bool:
@@ -540,6 +567,9 @@ class JobSource(TaskSource):
         self._kill_at_close: Set[str] = set()
         #: jobs whose last attempt is being killed by tag: id -> the job once it is to rerun
         self._killing: Dict[int, Optional[Job]] = {}
+        #: blocks' backup copies by job id (see _back_up): running, or won and waiting
+        #: for the first copy's end, or lost and being killed
+        self._backups: Dict[int, _Backup] = {}
         self._block_bytes = 0  # bytes of the blocks taken and not let go (MAX_BLOCK_BYTES)
         #: the stall watch: its policy (moving average, limit, decision) and its timer
         factor = job_options.stall_factor
@@ -763,11 +793,19 @@ class JobSource(TaskSource):
                                               and _link_with_room(node) is not None)
 
     def _start(self, job: Job, slot: Union[_Link, _Gpu]) -> Task:
+        if job.pin is not None:
+            self._pinned -= 1
+        link, gpu = self._occupy(job, slot)
+        job.started = self._stall.now()
+        self._active[job.id] = (link, job, gpu)
+        return self._attempt_task(job, link, gpu)
+
+    def _occupy(self, job: Job, slot: Union[_Link, _Gpu]) -> Tuple[_Link, Optional[_Gpu]]:
+        """Count a new attempt (or backup copy) of ``job`` on ``slot``: its connection, node,
+        GPU and the pool's counts (the node retires at --max-node-uses); its link and GPU."""
         node = slot.node
         gpu = slot if isinstance(slot, _Gpu) else None
         link = slot if gpu is None else _link_with_room(node)
-        if job.pin is not None:
-            self._pinned -= 1
         job.attempts += 1
         job.nodes.append(node.label)
         link.running += 1
@@ -776,27 +814,40 @@ class JobSource(TaskSource):
         self._running += 1
         if gpu is not None:
             gpu.running += 1
-        job.started = self._stall.now()
-        self._active[job.id] = (link, job, gpu)
         if self.job_options.max_node_uses and node.started >= self.job_options.max_node_uses:
             self._retire(node)
+        return link, gpu
+
+    def _attempt_task(self, job: Job, link: _Link, gpu: Optional[_Gpu],
+                      backup: Optional["_Backup"] = None) -> Task:
+        """The task running ``job`` over ``link``: key ``job-N``; a ``backup`` copy is an
+        internal task ``backup-N`` with a tag of its own, its output kept for
+        :meth:`Supervisor.publish <classh.supervisor.Supervisor.publish>`."""
+        node = link.node
         watch_stdin = node.watch_stdin and job.data is None
-        line, first = self._remote(job, node, watch_stdin, gpu)
-        return Task(key="job-%d" % job.id,
+        line, first = self._remote(job, node, watch_stdin, gpu, self._tag(job, backup is not None))
+        extra = {} if backup is None else {"internal": True, "keep_output": BACKUP_OUTPUT}
+        return Task(key=("backup-%d" if backup else "job-%d") % job.id,
                     argv=node.ssh.argv(node.target, line, self._control_options(link, False)),
                     input=job.data if first is None else first + (job.data or b""),
                     timeout=self.options.timeout, env=self._env,
-                    context=(job, node.label), attempt=job.attempts, auth=self._auth(),
-                    hold_stdin=watch_stdin)
+                    context=(job, node.label) if backup is None else backup,
+                    attempt=job.attempts, auth=self._auth(), hold_stdin=watch_stdin, **extra)
+
+    def _tag(self, job: Job, backup: bool = False) -> str:
+        """``CLASSH_TAG`` of ``job``'s processes: ``RUN.N``; its backup copy's ``RUN.0N``
+        (a job number has no leading 0), so a kill by tag of one copy never meets the other,
+        and ``classh --kill RUN`` ends both."""
+        return "%s.%s%d" % (self.job_options.run_id, "0" if backup else "", job.id)
 
     def _remote(self, job: Job, node: _Node, watch_stdin: bool,
-                gpu: Optional[_Gpu] = None) -> Tuple[str, Optional[bytes]]:
+                gpu: Optional[_Gpu] = None, tag: Optional[str] = None) -> Tuple[str, Optional[bytes]]:
         """(the line for ssh, what to write first on its stdin): a long job's text goes
         over stdin where the node's ssh gives the target one (see remote_task)."""
         if self.options.raw:
             return job.command, None
         return remote_task(job.command, watch_stdin, node.watch_stdin,
-                           tag="%s.%d" % (self.job_options.run_id, job.id),
+                           tag=tag or self._tag(job),
                            env=cuda_env(gpu.index) if gpu is not None else None,
                            cwd=node.spec.wd)
 
@@ -821,7 +872,9 @@ class JobSource(TaskSource):
     def completed(self, task: Task, record: Record) -> bool:
         """Account for an ended probe or attempt; True when ``record`` is the job's final one."""
         if task.internal:
-            if isinstance(task.context, _Kill):
+            if isinstance(task.context, _Backup):
+                self._backup_ended(task, record)
+            elif isinstance(task.context, _Kill):
                 self._killed(task.context)
             elif isinstance(task.context, _Setup):
                 self._set(task.context, record)
@@ -833,35 +886,45 @@ class JobSource(TaskSource):
         job, label = task.context
         node = self._by_label[label]
         link, gpu = self._release(job, node)
+        self._describe(record, job, label, gpu)
+        if job.data is not None and record.status in (TIMEOUT, KILLED):
+            self._end_remote(job, link)
+        if job.id in self._backups:
+            final = self._first_copy_ended(job, node, link, record)
+        else:
+            final = self._judge(job, node, link, record)
+            if final:
+                self._let_go(job)
+            else:
+                self.counts["retried"] += 1
+        self._check_nodes_left()
+        return final
+
+    def _describe(self, record: Record, job: Job, label: str, gpu: Optional[_Gpu]) -> None:
+        """Fill in what a record of ``job`` run on node ``label`` says of the job."""
         record.job, record.node, record.command, record.attempts = job.id, label, job.command, job.attempts
         record.attempt_nodes = list(job.nodes)
         record.gpu = gpu.index if gpu is not None else None
         record.block = job.identity
         record.success_code = self.job_options.success_code
-        if job.data is not None and record.status in (TIMEOUT, KILLED):
-            self._end_remote(job, link)
-        final = self._judge(job, node, link, record)
-        if final:
-            self._let_go(job)
-        else:
-            self.counts["retried"] += 1
-        self._check_nodes_left()
-        return final
 
-    def _end_remote(self, job: Job, link: _Link) -> None:
+    def _end_remote(self, job: Job, link: _Link, backup: bool = False) -> None:
         """A job with input was killed: its remote processes are ended by their tag (the
         watchdog sees no end of its input through a shared connection). The job runs
-        again only once that is done (the tag is the same)."""
+        again only once that is done (the tag is the same); a ``backup`` copy's tag is
+        its own."""
         if link.path is None:
             return  # a login of its own: the watchdog sees sshd's session end
         self._kill_at_close.add(link.node.label)
         if self._stopping():
             return  # close() ends the run's processes on the node
         link.running += 1  # the kill takes one of the connection's sessions
-        self._killing[job.id] = None
-        command = kill_command("%s.%d" % (self.job_options.run_id, job.id))
-        self._probes.append(self._internal_task("kill-%d" % job.id, link, command,
-                                                _Kill(link, job), self._probe_timeout()))
+        if not backup:
+            self._killing[job.id] = None
+        tag = self._tag(job, backup)
+        self._probes.append(self._internal_task("kill-" + tag.partition(".")[2], link,
+                                                kill_command(tag), _Kill(link, job, backup),
+                                                self._probe_timeout()))
 
     def _killed(self, kill: "_Kill") -> None:
         """A kill by tag ended: its session is free, and the job may run again."""
@@ -872,12 +935,15 @@ class JobSource(TaskSource):
                 self._offer(link.node)
         elif self._usable(link):
             self._free.append(link)
-        job = self._killing.pop(kill.job.id, None)
+        job = None if kill.backup else self._killing.pop(kill.job.id, None)
         if job is not None:
             self._enqueue(job, front=True)
 
     def _requeue(self, job: Job) -> None:
-        """``job`` runs again, first in line (once the kill of its last attempt is done)."""
+        """``job`` runs again, first in line (once the kill of its last attempt is done);
+        not while its backup copy runs (that copy decides)."""
+        if job.id in self._backups:
+            return
         if job.id in self._killing:
             self._killing[job.id] = job
         else:
@@ -1091,9 +1157,14 @@ class JobSource(TaskSource):
     def _release(self, job: Job, node: _Node) -> Tuple[_Link, Optional[_Gpu]]:
         """The attempt's slot is free again (with GPUs, after a look at them when one is
         due); returns its link and GPU."""
+        link, _, gpu = self._active.pop(job.id)
+        self._free_slot(node, link, gpu)
+        return link, gpu
+
+    def _free_slot(self, node: _Node, link: _Link, gpu: Optional[_Gpu]) -> None:
+        """An attempt's (or a backup copy's) slot is free again."""
         self._running -= 1
         node.running -= 1
-        link, _, gpu = self._active.pop(job.id)
         link.running -= 1
         if gpu is not None:
             gpu.running -= 1
@@ -1101,7 +1172,6 @@ class JobSource(TaskSource):
                 self._free.append(gpu)
         elif self._usable(link):
             self._free.append(link)
-        return link, gpu
 
     def _judge(self, job: Job, node: _Node, link: _Link, record: Record) -> bool:
         """Decide what an ended attempt means for the job and its node."""
@@ -1113,7 +1183,7 @@ class JobSource(TaskSource):
             self._requeue(job)
             return False
         if record.status == OK:
-            self._stall.learn(self._stall.ran((job.id, job.attempts), job.started))
+            self._stall.learn(self._stall.ran(self._watch_key(job), job.started))
         if record.interrupted or self.draining or (self._supervisor is not None
                                                    and self._supervisor.stopping):
             return True
@@ -1137,6 +1207,9 @@ class JobSource(TaskSource):
             return True
         if status == SSH_ERROR or (self.job_options.fail_node_on_error and job.pin is None):
             self._drop(node, "job-%d: %s" % (job.id, _failure_reason(record)))
+        if job.id in self._backups:  # its other copy runs on, and decides
+            job.failed_on.add(node.label)
+            return False
         if job.attempts >= self.job_options.retries:
             return True
         if job.pin is not None and node.state in (DROPPED, RETIRED):
@@ -1154,33 +1227,180 @@ class JobSource(TaskSource):
         """Seconds after which a running job counts as stalled (None: not known yet)."""
         return self._stall.limit()
 
+    @staticmethod
+    def _watch_key(job: Job) -> Tuple[int, float]:
+        """The stall watch's key of ``job``'s running attempt (its start time tells attempts
+        apart; a backup copy started meanwhile changes nothing)."""
+        return job.id, job.started
+
     def _look_for_stalls(self) -> None:
-        """Kill every job the stall watch finds stalled (see :mod:`classh.stalls`)."""
-        running = [((job.id, job.attempts), job.started, self._waits_for(link.node))
+        """Kill every job the stall watch finds stalled, or back up every block it finds so
+        (see :mod:`classh.stalls`); backup copies are watched only for the loop's lateness."""
+        running = [(self._watch_key(job), job.started, self._may_act(job, link.node))
                    for link, job, gpu in self._active.values() if not job.stalled]
+        running += [(("backup", backup.job.id), backup.started, False)
+                    for backup in self._backups.values() if backup.task is None]
         stalled = [] if self._stopping() else self._stall.look(running)
         self._stall_timer = self._loop.call_later(self._stall.schedule(), self._look_for_stalls)
         for (job_id, _), ran in stalled:
             link, job, gpu = self._active[job_id]
-            self._stalled(job, link.node, ran, self._stall.limit())
+            if self.blocks is None:
+                self._stalled(job, link.node, ran, self._stall.limit())
+            else:
+                self._back_up(job, link.node, ran, self._stall.limit())
+
+    def _may_act(self, job: Job, node: _Node) -> bool:
+        """True when the watch may act on ``job``, running on ``node``, should it stall: a
+        job waits that could use its slot; a block has no backup copy yet, and a slot is
+        free on another node for one (within MAX_BACKUPS)."""
+        if self.blocks is None:
+            return self._waits_for(node)
+        limit = self.job_options.max_running
+        return (job.id not in self._backups and len(self._backups) < MAX_BACKUPS
+                and not (self.paused or self.draining)
+                and (limit is None or self._running < limit)
+                and self._slot_elsewhere(node) is not None)
 
     def _waits_for(self, node: _Node) -> bool:
         """True when a job waits that could use a slot of ``node`` (or more may come)."""
         return bool(self._queue or node.pinned or self._more_coming())
 
+    def _slot_elsewhere(self, node: _Node) -> Optional[Union[_Link, _Gpu]]:
+        """A free slot of a node other than ``node`` (None if there is none)."""
+        for slot in self._free:
+            if slot.node is not node and self._usable(slot):
+                return slot
+        return None
+
     def _stalled(self, job: Job, node: _Node, ran: float, limit: float) -> None:
         job.stalled = True
-        node.stalls += 1
         again = ("its last attempt (%d of %d)" % (job.attempts, self.job_options.retries)
                  if job.attempts >= self.job_options.retries else
                  "it runs again" + (" elsewhere" if job.pin is None else ""))
         self.notify("job-%d stalled on %s (%.1f s, the limit is %.1f s): killed, %s"
                     % (job.id, node.label, ran, limit, again))
         self._supervisor.kill("job-%d" % job.id)
+        self._penalize(node, limit)
+
+    def _penalize(self, node: _Node, limit: float) -> None:
+        """A job stalled on ``node``: it gets no new job for ``limit`` s, and is dropped at
+        its STALLS_TO_DROP-th stall."""
+        node.stalls += 1
         if node.stalls >= STALLS_TO_DROP:
             self._drop(node, "%d jobs stalled there" % node.stalls)
         elif node.admitted and node.rest_timer is None:
             self._rest(node, limit)
+
+    # -- backup copies of blocks -------------------------------------------------
+    def _back_up(self, job: Job, node: _Node, ran: float, limit: float) -> None:
+        """A block stalled on ``node``: it is not killed; a backup copy of it starts on a
+        free slot of another node, and the first copy to finish wins (MapReduce's backup
+        tasks; see _first_copy_ended and _backup_ended)."""
+        slot = self._slot_elsewhere(node)
+        if slot is None:
+            return  # an earlier block of this look took it
+        self._free.remove(slot)
+        link, gpu = self._occupy(job, slot)
+        backup = self._backups[job.id] = _Backup(job, link, gpu, self._stall.now())
+        self.notify("job-%d stalled on %s (%.1f s, the limit is %.1f s): a backup copy starts "
+                    "on %s, the first to finish wins" % (job.id, node.label, ran, limit,
+                                                          link.node.label))
+        self._probes.append(self._attempt_task(job, link, gpu, backup))
+        self._supervisor.fill()
+
+    def _first_copy_ended(self, job: Job, node: _Node, link: _Link, record: Record) -> bool:
+        """The first copy of a block with a backup copy ended; True when its record is
+        the block's final one. The backup copy won before: this copy was ended for it, and
+        the backup's record is the block's (published once this record went out as
+        retried). This one succeeded: it wins, the backup copy is killed. It failed: the
+        backup copy goes on alone (_judge leaves the decision to it)."""
+        backup = self._backups[job.id]
+        if backup.task is not None:
+            del self._backups[job.id]
+            self._publish_backup(backup)
+            return False
+        final = self._judge(job, node, link, record)
+        if final:
+            self._let_go(job)
+            self._lose(backup, record.status == OK and "job-%d finished on %s first: its "
+                       "backup copy on %s is ended" % (job.id, node.label, backup.node.label))
+        else:
+            self.counts["retried"] += 1
+            self.notify("job-%d failed on %s (%s): its backup copy on %s goes on"
+                        % (job.id, node.label, _failure_reason(record), backup.node.label))
+        return final
+
+    def _lose(self, backup: _Backup, line: Optional[str] = None) -> None:
+        """The first copy won (``line`` says so), or the run ends: the backup copy is killed
+        (its record is then only counted)."""
+        backup.lost = True
+        if line:
+            self.notify(line)
+        self._supervisor.kill("backup-%d" % backup.job.id)
+
+    def _backup_ended(self, task: Task, record: Record) -> None:
+        """A backup copy ended. Lost before: nothing more. Succeeded (its output kept
+        whole): it wins; the first copy, if still running, is ended and the backup's record
+        is published once that copy's record is in. Failed (or wrote more than it may
+        keep: given up) while the first copy runs: that copy goes on alone. Failed after
+        the first copy failed: the retry rules judge this record (published if final)."""
+        backup = task.context
+        job, node, link = backup.job, backup.node, backup.link
+        self._free_slot(node, link, backup.gpu)
+        self._describe(record, job, node.label, backup.gpu)
+        record.host = "job-%d" % job.id
+        if record.status in (TIMEOUT, KILLED):
+            self._end_remote(job, link, backup=True)
+        first = self._active.get(job.id)  # the first copy, while it runs
+        if backup.lost or (self._stopping() and first is not None):
+            del self._backups[job.id]
+            return
+        if record.stdout_size > len(record.stdout) or record.stderr_size > len(record.stderr):
+            record.output_cut = True  # not ok: it cannot win
+            record.error = record.error or ("its output passed %d MiB, what a backup copy "
+                                            "keeps" % (BACKUP_OUTPUT >> 20))
+        if record.status == OK:
+            self._won(backup, task, record, first)
+        elif first is not None:
+            self._judge(job, node, link, record)  # its node is judged; the first copy decides
+            del self._backups[job.id]
+            self.notify("job-%d: its backup copy on %s failed (%s): the copy on %s goes on"
+                        % (job.id, node.label, _failure_reason(record), first[0].node.label))
+        else:
+            del self._backups[job.id]
+            if self._judge(job, node, link, record):
+                self._let_go(job)
+                self._supervisor.publish(self._public_task(task, job), record)
+            else:
+                self.counts["retried"] += 1
+        self._check_nodes_left()
+
+    def _won(self, backup: _Backup, task: Task, record: Record, first) -> None:
+        """The backup copy succeeded first: its record is the block's. The first copy, if
+        still running (``first``: its active entry), is ended (its node penalized, as for a
+        stall); the record is published once that copy's record is in."""
+        job = backup.job
+        self._stall.learn(self._stall.ran(("backup", job.id), backup.started))
+        backup.task, backup.record = task, record
+        if first is None:
+            del self._backups[job.id]
+            self._publish_backup(backup)
+            return
+        slow = first[0].node
+        self.notify("job-%d: its backup copy on %s finished first: the copy on %s is ended"
+                    % (job.id, backup.node.label, slow.label))
+        self._supervisor.kill("job-%d" % job.id)
+        self._penalize(slow, self._stall.limit() or 0.0)
+
+    def _public_task(self, task: Task, job: Job) -> Task:
+        """A backup copy's task as the observers are to see it: job ``job``'s."""
+        return dataclasses.replace(task, key="job-%d" % job.id, internal=False,
+                                   context=(job, task.context.node.label), keep_output=False)
+
+    def _publish_backup(self, backup: _Backup) -> None:
+        """The backup copy won: its record and output are the block's, shown once."""
+        self._let_go(backup.job)
+        self._supervisor.publish(self._public_task(backup.task, backup.job), backup.record)
 
     def _rest(self, node: _Node, seconds: float) -> None:
         """``node`` gets no new job for ``seconds`` (its running jobs go on)."""
@@ -1430,9 +1650,11 @@ class JobSource(TaskSource):
         return [(node.label, node.state, node.slots, node.running) for node in self._nodes]
 
     def active(self) -> List[Tuple[str, int, str]]:
-        """(node label, job id, command) for every busy slot, oldest first."""
+        """(node label, job id, command) for every busy slot, oldest first (a block's backup
+        copy after the first copies)."""
         return [(gpu.name if gpu is not None else link.node.label, job.id, job.command)
-                for link, job, gpu in self._active.values()]
+                for link, job, gpu in list(self._active.values()) + [
+                    (b.link, b.job, b.gpu) for b in self._backups.values() if b.task is None]]
 
     def skip(self, done: JobsDone) -> int:
         """``--resume``: drop the waiting jobs ``done`` holds as done; how many went (from now

@@ -22,7 +22,7 @@ import signal
 import time
 from dataclasses import dataclass
 from collections import deque
-from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from .loop import EventLoop, Timer, read_ready
 from .observers import SinkError
@@ -70,8 +70,9 @@ class Task:
     #: sudo's password: the remote watchdog's sign that ssh is gone.
     hold_stdin: bool = False
     #: The record keeps :data:`PROBE_OUTPUT` bytes of the task's stdout and stderr,
-    #: whatever the run's ``keep`` (a probe whose output the source reads).
-    keep_output: bool = False
+    #: whatever the run's ``keep`` (a probe whose output the source reads); a number:
+    #: that many bytes of each (job mode's backup copy of a block, see :meth:`Supervisor.publish`).
+    keep_output: Union[bool, int] = False
 
 
 class TaskSource:
@@ -225,6 +226,10 @@ class Supervisor:
         self._deferred: List[Task] = []
         self._hard_kills: Dict[int, Timer] = {}
         self._recheck: Optional[Timer] = None
+        #: finished internal tasks handed to the observers (see publish); while a record
+        #: is being judged and published (``_publishing``) they wait for it to go out
+        self._handed: Deque[Tuple[Task, Record]] = deque()
+        self._publishing = False
         seal_inherited_fds()
         self._source = None
 
@@ -365,7 +370,8 @@ class Supervisor:
         # The source judges attempts by their stderr too (ssh's reason for a
         # dropped node), so a little of it is kept even when no sink wants any.
         if task.keep_output:
-            child.captures = {1: Capture(PROBE_OUTPUT), 2: Capture(PROBE_OUTPUT)}
+            keep = PROBE_OUTPUT if task.keep_output is True else task.keep_output
+            child.captures = {1: Capture(keep), 2: Capture(keep)}
         else:
             err_keep = self.keep[1] if self.keep[1] != 0 else SOURCE_STDERR
             child.captures = {1: Capture(self.keep[0]), 2: Capture(err_keep)}
@@ -592,6 +598,38 @@ class Supervisor:
 
     def _publish(self, task: Task, record: Record, child: Optional[_Child]) -> None:
         """The source learns of the attempt first: it decides whether the record is final."""
-        final = self._source.completed(task, record) if self._source is not None else True
-        if not task.internal:
-            self._notify("finished" if final else "retried", child, task, record)
+        self._publishing = True
+        try:
+            final = self._source.completed(task, record) if self._source is not None else True
+            if not task.internal:
+                self._notify("finished" if final else "retried", child, task, record)
+        finally:
+            self._publishing = False
+        self._hand_over()
+
+    def publish(self, task: Task, record: Record) -> None:
+        """Show the observers a task that ran out of their sight (``internal``: job mode's
+        backup copy of a block) as one that just ran: ``started(task)``, its kept output
+        (``record.stdout``, then ``record.stderr``, one chunk each, cut to the run's
+        ``keep`` in the record), ``finished(task, record)``. ``task`` is what they are to
+        see (its key, not internal). Called while the source judges another record (in
+        ``completed``), it waits until that record went out: a retried attempt of the same
+        key drops its files first."""
+        self._handed.append((task, record))
+        if not self._publishing:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Deliver the records :meth:`publish` was given."""
+        while self._handed:
+            task, record = self._handed.popleft()
+            self._notify("started", None, task)
+            for stream, data in ((1, record.stdout), (2, record.stderr)):
+                if data:
+                    self._notify("output", None, task, stream, data)
+            out_keep, err_keep = self.keep[0], self.keep[1] if self.keep[1] != 0 else SOURCE_STDERR
+            if out_keep is not None:
+                record.stdout = record.stdout[:out_keep]
+            if err_keep is not None:
+                record.stderr = record.stderr[:err_keep]
+            self._notify("finished", None, task, record)
