@@ -1,5 +1,6 @@
 """Stall detection: a job running far longer than the moving average of completed ones is
-killed (on the target too) and runs again on another node.
+killed (on the target too) and runs again on another node (job lists, with --stall-factor);
+a block gets a backup copy on another node instead (see test_jobs_backup.py).
 
 Blocks and jobs against the real loopback sshd; the drop of a node that keeps stalling with
 the stand-in ssh, where each node's commands can tell which node they run on.
@@ -36,8 +37,8 @@ def blocks_file(tmp_path, count):
     return str(path)
 
 
-def test_a_block_hanging_on_its_first_attempt_runs_again_elsewhere(classh, tmp_path, remote_dir,
-                                                                   sweep):
+def test_a_block_hanging_on_its_first_attempt_gets_a_backup_copy_elsewhere(classh, tmp_path,
+                                                                          remote_dir, sweep):
     mark, command = with_marker("sleep {m}")
     sweep.append(mark)
     results = str(tmp_path / "r")
@@ -48,7 +49,7 @@ def test_a_block_hanging_on_its_first_attempt_runs_again_elsewhere(classh, tmp_p
     took = time.monotonic() - started
     assert r.rc == 0, r
     assert r.out.split() == [str(i) for i in range(1, 17)]
-    assert "job-3 stalled on node" in r.err and "it runs again elsewhere" in r.err
+    assert "job-3 stalled on node" in r.err and "a backup copy starts on node" in r.err
     stalled_on = r.err.split("job-3 stalled on ")[1].split()[0]
     with open(os.path.join(results, "summary.jsonl")) as fh:
         record = [json.loads(line) for line in fh if '"job": 3,' in line][0]
