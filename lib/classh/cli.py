@@ -824,7 +824,8 @@ def job_files(args: dict, source) -> list:
     """The files of a job run besides -o DIR: --joblog, --active-nodes."""
     sinks = []
     if args["--joblog"]:
-        sinks.append(JobLog(args["--joblog"], overwrite=args["--overwrite"]))
+        sinks.append(JobLog(args["--joblog"], overwrite=args["--overwrite"],
+                            append=args["--resume"]))  # --resume appends, as parallel does
     if args["--active-nodes"]:
         sinks.append(ActiveNodes(args["--active-nodes"], source.active,
                                  run_id=source.job_options.run_id))

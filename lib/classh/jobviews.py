@@ -16,8 +16,9 @@ from typing import Callable, Dict, List, Optional
 
 from .display import SafeStream, StatusLine, StreamObserver, _indent
 from .observers import Observer, SinkError
-from .results import (OK, SSH_ERROR, SSH_ERROR_EXIT, NewFile, Record, ResultsError, Tally,
-                      describe_exit, json_line, some_names, write_new)
+from .results import (OK, SSH_ERROR, SSH_ERROR_EXIT, STDOUT_PATHS, NewFile, Record,
+                      ResultsError, Tally, check_plain_file, describe_exit, json_line,
+                      some_names, write_new)
 
 __all__ = ["JobOutput", "JobStatusLine", "JobLog", "ActiveNodes", "job_summary_line",
            "JOB_FORMATS", "JOBLOG_HEADER", "joblog_row", "job_plan"]
@@ -213,7 +214,8 @@ def job_plan(run_id: str, jobs: int, streamed: bool, nodes: int, slots: int,
     work = "jobs: %d to run" % jobs + (" + streamed" if streamed else "")
     if blocks is not None:
         paths = blocks.paths
-        work = ("blocks: %d lines each from %s" % (blocks.size, paths[0]) if len(paths) == 1
+        work = ("blocks: %d line%s each from %s" % (blocks.size, "" if blocks.size == 1 else "s",
+                                                     paths[0]) if len(paths) == 1
                 else "blocks: %d files, one block each" % len(paths))
     if done_before is not None and blocks is not None:
         work += "; those done before in %s are skipped" % results
@@ -272,13 +274,16 @@ def joblog_row(record: Record) -> bytes:
 
 class JobLog(NewFile):
     """``--joblog FILE``: GNU parallel's TAB-separated joblog, one row per job's final record
-    (a new file, never written through a symlink; see :class:`~classh.results.NewFile`)."""
+    (a new file, never written through a symlink; ``-``: stdout; ``append`` (``--resume``):
+    rows after those there, the header only in an empty file; see
+    :class:`~classh.results.NewFile`)."""
 
     what = "joblog"
 
-    def __init__(self, path: str, overwrite: bool = False):
-        super().__init__(path, overwrite)
-        self.append(JOBLOG_HEADER)
+    def __init__(self, path: str, overwrite: bool = False, append: bool = False):
+        super().__init__(path, overwrite, append)
+        if self.empty:
+            self.append(JOBLOG_HEADER)
 
     def finished(self, task, record: Record) -> None:
         """Append the job's row."""
@@ -307,8 +312,9 @@ class ActiveNodes(Observer):
         self.loop = None
         self._timer = None
         directory = os.path.dirname(os.path.abspath(path))
-        if os.path.isdir(path):
-            raise ResultsError("--active-nodes %r is a directory" % path)
+        if path in STDOUT_PATHS:
+            raise ResultsError("--active-nodes %r: it is a file rewritten whole, not stdout" % path)
+        check_plain_file(path, "--active-nodes")  # never renamed over a link or a device
         if not os.path.isdir(directory):
             raise ResultsError("--active-nodes %r: no directory %r" % (path, directory))
         self._temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
