@@ -180,3 +180,18 @@ def test_the_loop_reads_a_device_epoll_refuses():
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def test_joblog_on_stdout_never_lands_inside_a_jobs_output(fleet, tmp_path):
+    """Rows go through the display's own stream: each job's 300 KB line stays whole."""
+    jobs = ["head -c 300000 /dev/zero | tr '\\0' %s; echo" % letter for letter in "abc"]
+    argv = ["--node", "node1*3", "--joblog", "-"]
+    for job in jobs:
+        argv += ["--job", job]
+    rc, out, err = _run(fleet, tmp_path, *argv)
+    assert rc == 0, err
+    lines = out.split(b"\n")
+    assert lines.pop() == b""
+    outputs = sorted(line for line in lines if not b"\t" in line)
+    assert outputs == [letter.encode() * 300000 for letter in "abc"], [len(x) for x in outputs]
+    assert len(lines) == 1 + 3 + 3 and lines[0] + b"\n" == JOBLOG_HEADER

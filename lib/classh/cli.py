@@ -750,7 +750,8 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
                        blocks=blocks, task=args["--task"], setup=setup)
     sinks = assemble(options, resume=args["--resume"], overwrite=args["--overwrite"],
                      json_path=args["--json"],
-                     views=lambda skip: job_files(args, source) + job_views(args, out, err, source))
+                     views=lambda skip: (job_files(args, source, out)
+                                         + job_views(args, out, err, source)))
     done_before = None
     if args["--resume"]:
         done_before = source.skip(done_commands(options.results))  # a job's identity is its text
@@ -820,12 +821,12 @@ def _notifier(err: SafeStream) -> Callable[[str], None]:
     return lambda line: _say(err, line)
 
 
-def job_files(args: dict, source) -> list:
-    """The files of a job run besides -o DIR: --joblog, --active-nodes."""
+def job_files(args: dict, source, out: SafeStream) -> list:
+    """The files of a job run besides -o DIR: --joblog (``-``: through ``out``), --active-nodes."""
     sinks = []
     if args["--joblog"]:
         sinks.append(JobLog(args["--joblog"], overwrite=args["--overwrite"],
-                            append=args["--resume"]))  # --resume appends, as parallel does
+                            append=args["--resume"], stdout=out))  # --resume appends, as parallel
     if args["--active-nodes"]:
         sinks.append(ActiveNodes(args["--active-nodes"], source.active,
                                  run_id=source.job_options.run_id))

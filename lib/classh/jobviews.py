@@ -280,8 +280,8 @@ class JobLog(NewFile):
 
     what = "joblog"
 
-    def __init__(self, path: str, overwrite: bool = False, append: bool = False):
-        super().__init__(path, overwrite, append)
+    def __init__(self, path: str, overwrite: bool = False, append: bool = False, stdout=None):
+        super().__init__(path, overwrite, append, stdout)
         if self.empty:
             self.append(JOBLOG_HEADER)
 

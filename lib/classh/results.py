@@ -680,17 +680,25 @@ class NewFile(Observer):
     ``/dev/stdout`` are classh's stdout; see :func:`open_record_file`. A write
     error raises :class:`SinkError` with ``host=None``: every record goes
     there, so the run ends cleanly. ``what`` names the file in messages;
-    ``empty`` says whether it started empty.
+    ``empty`` says whether it started empty. ``stdout`` (a stream with
+    ``write``, e.g. the display's): what stdout paths are written through, so
+    that rows never land inside another writer's output.
     """
 
     what = "file"
 
-    def __init__(self, path: str, overwrite: bool = False, append: bool = False):
+    def __init__(self, path: str, overwrite: bool = False, append: bool = False,
+                 stdout=None):
         self.path = path
-        self._fd, self.empty = open_record_file(path, self.what, overwrite, append)
+        self.stdout = stdout if path in STDOUT_PATHS else None
+        self._fd, self.empty = (-1, True) if self.stdout is not None else open_record_file(
+            path, self.what, overwrite, append)
 
     def append(self, data: bytes) -> None:
         """Write ``data`` at the end of the file (SinkError on failure; nothing after one)."""
+        if self.stdout is not None:
+            self.stdout.write(data)
+            return
         if self._fd < 0:
             return
         try:
