@@ -109,7 +109,7 @@ Job mode (chosen by --node, --node-file or --machines; no COMMAND, no TARGET):
                                  blocks of --blocksize lines; several FILEs
                                  (repeat --input) are one block each.
   --task CMD                     The command each block is fed to.
-  --blocksize N                  Lines per block (default 1).
+  --blocksize N                  Lines per block (default 1, at most 10^9).
   --task-success-code N          The exit status that means success
                                  (default 0).
   --retries N                    Attempts per job (default 3).
@@ -688,7 +688,7 @@ def check_block_args(args: dict) -> None:
             raise UsageError("%s go%s with --input FILE" % (" and ".join(given),
                                                             "" if len(given) > 1 else "es"))
     if args["--blocksize"] is not None:
-        positive_int("--blocksize", args["--blocksize"])
+        blocksize(args)
     code = args["--task-success-code"]
     if code is not None and code != "0":
         positive_int("--task-success-code", code, 255)
@@ -795,8 +795,18 @@ def block_input(args: dict):
         return None
     from .blocks import BlockInput
 
-    size = positive_int("--blocksize", args["--blocksize"]) if args["--blocksize"] else 1
-    return BlockInput(args["--input"], size=size)
+    return BlockInput(args["--input"], size=blocksize(args))
+
+
+#: The most lines --blocksize takes (a block is cut at a billion lines).
+MAX_BLOCKSIZE = 10**9
+
+
+def blocksize(args: dict) -> int:
+    """--blocksize (default 1), from 1 to :data:`MAX_BLOCKSIZE` (else an OptionError)."""
+    if args["--blocksize"] is None:
+        return 1
+    return positive_int("--blocksize", args["--blocksize"], MAX_BLOCKSIZE)
 
 
 def show_plan(err: SafeStream, source, run_id: str, done_before: Optional[int],

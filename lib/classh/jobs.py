@@ -41,7 +41,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, 
 from .api import _Collector, _reraise, as_options
 from .gpus import GpuRule, assess, cuda_env, parse_probe, probe_command
 from .hostmode import ssh_reads_no_stdin
-from .options import Options, OptionError, positive_int, seconds
+from .options import Options, OptionError, not_negative, positive_int, seconds
 from .prompts import HostAuth
 from .remote import remote_command
 from .results import KILLED, OK, Record, SSH_ERROR, TIMEOUT, last_line, some_names
@@ -173,6 +173,8 @@ class JobOptions:
         self.success_code = int(self.success_code)
         self.gpu_check = seconds("gpu-check", self.gpu_check)
         self.init_timeout = seconds("init-timeout", self.init_timeout) or INIT_TIMEOUT
+        not_negative("stall-factor", self.stall_factor)
+        not_negative("stall-min", self.stall_min)
         try:
             self.stall_factor = seconds("stall-factor", self.stall_factor)
         except OptionError:

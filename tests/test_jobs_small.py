@@ -1,0 +1,72 @@
+"""Small ones of issue 15 (item 9): the status line cleared before other stderr lines, ssh's
+mux notes kept out of a job's stderr, exit 4 only with work undone, joblog Send and Signal,
+a silent node that does not hold a finished run, absurd numbers refused, a block's -t,
+'1 line each'."""
+import io
+import os
+import signal
+import time
+
+import pytest
+
+from classh.display import SafeStream, StatusLine
+from classh.gpus import GpuRule, assess, parse_probe
+from classh.jobs import JobOptions
+from classh.jobviews import job_plan, joblog_row
+from classh.options import OptionError
+from classh.results import Record
+
+
+def _one_line_error(r, *words):
+    assert r.rc == 2, r
+    lines = r.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("classh: "), r
+    for word in words:
+        assert word in lines[0], (word, r)
+
+
+# -- (h) the plan's grammar ---------------------------------------------------------------
+
+class _Blocks:
+    def __init__(self, size):
+        self.size, self.paths = size, ["in"]
+
+
+@pytest.mark.parametrize("size,words", [(1, "blocks: 1 line each from in"),
+                                        (2, "blocks: 2 lines each from in")])
+def test_the_plan_says_1_line_each(size, words):
+    assert words in job_plan("abcd", 0, True, 1, 1, blocks=_Blocks(size))
+
+
+# -- (f) absurd numbers ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv,words", [
+    (["--job", "true", "--stall-factor", "-1"], ["stall-factor", "'-1'"]),
+    (["--job", "true", "--stall-min", "-1"], ["stall-min", "'-1'"]),
+    (["--input", "/dev/null", "--task", "cat", "--blocksize", "99999999999999999999"],
+     ["--blocksize", "99999999999999999999"]),
+])
+def test_absurd_numbers_are_one_line_exit_2(standin, argv, words):
+    r = standin("--node", "node1", *argv)
+    _one_line_error(r, *words)
+
+
+def test_negative_stall_settings_are_refused_by_the_api():
+    for name in ("stall_factor", "stall_min"):
+        with pytest.raises(OptionError, match="0 or more"):
+            JobOptions(**{name: -0.5})
+    assert JobOptions(stall_factor=0, stall_min=0).stall_factor is None  # 0 still means none
+
+
+def _probe(lines):
+    return (lines + "classh:compute-apps\n").encode()
+
+
+def test_an_absurd_gpu_index_is_no_gpu():
+    report = parse_probe(0, _probe("99999999999999999999, GPU-a, 100, 50, Disabled, X\n"))
+    assert report.gpus == [] and "99999999999999999999" in report.error
+
+
+def test_negative_free_memory_gets_no_slot_for_good():
+    gpu = parse_probe(0, _probe("0, GPU-a, 81559, -5, Disabled, X\n")).gpus[0]
+    assert assess(gpu, GpuRule(min_mib=100)) == (0, "free memory -5 MiB: not a real figure", False)
