@@ -70,3 +70,33 @@ def test_an_absurd_gpu_index_is_no_gpu():
 def test_negative_free_memory_gets_no_slot_for_good():
     gpu = parse_probe(0, _probe("0, GPU-a, 81559, -5, Disabled, X\n")).gpus[0]
     assert assess(gpu, GpuRule(min_mib=100)) == (0, "free memory -5 MiB: not a real figure", False)
+
+
+# -- (d) joblog Send and Signal ---------------------------------------------------------------
+
+def _joblog_rows(path):
+    return [line.split("\t") for line in open(path).read().splitlines()[1:]]
+
+
+def test_joblog_send_is_the_blocks_bytes_and_signal_a_timed_out_jobs(classh, tmp_path):
+    (tmp_path / "in").write_bytes(b"a\nbb\nccc\n")
+    log = str(tmp_path / "blocks.log")
+    r = classh("-q", "--node", "node1", "--input", str(tmp_path / "in"), "--blocksize", "2",
+               "--task", "cat", "--joblog", log)
+    assert r.rc == 0, r
+    assert sorted((row[0], row[4], row[5]) for row in _joblog_rows(log)) == [
+        ("1", "5", "5"), ("2", "4", "4")]
+    log = str(tmp_path / "timeout.log")
+    r = classh("-q", "--retries", "1", "-t", "1", "--node", "node1", "--job", "sleep 30",
+               "--joblog", log)
+    assert r.rc == 3, r
+    [row] = _joblog_rows(log)
+    assert (row[4], row[6], row[7]) == ("0", "-1", str(int(signal.SIGTERM))), row
+
+
+def test_joblog_signal_of_a_killed_job_without_one_known():
+    record = Record(host="job-1", job=1, node="n1", command="x", interrupted=True,
+                    exitcode=255, started=1.0, stopped=2.0)
+    assert joblog_row(record).split(b"\t")[7] == b"15"
+    record.extra["sent"] = 7
+    assert joblog_row(record).split(b"\t")[4] == b"7"

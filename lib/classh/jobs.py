@@ -770,6 +770,8 @@ class JobSource(TaskSource):
         record.job, record.node, record.command, record.attempts = job.id, label, job.command, job.attempts
         record.gpu = gpu.index if gpu is not None else None
         record.block = job.identity
+        if job.data is not None:
+            record.extra["sent"] = len(job.data)  # the joblog's Send
         record.success_code = self.job_options.success_code
         if job.data is not None and record.status in (TIMEOUT, KILLED):
             self._end_remote(job, link)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -257,8 +258,10 @@ def joblog_row(record: Record) -> bytes:
 
     Exitval is the exit code (255 for an ssh error, -1 when the job was
     killed or timed out, as parallel writes it); Signal the signal number
-    or 0; Receive the bytes of stdout; Send 0 (jobs get no input). Tabs and
-    newlines in the command are written as spaces (one row a line).
+    (SIGTERM, the one classh sends, for a job timed out or killed without
+    one known), else 0; Receive the bytes of stdout; Send those of the
+    block's input (0 for a job: no input). Tabs and newlines in the command
+    are written as spaces (one row a line).
     """
     if record.status == SSH_ERROR:
         exitval = SSH_ERROR_EXIT
@@ -267,9 +270,11 @@ def joblog_row(record: Record) -> bytes:
     else:
         exitval = record.exitcode
     command = (record.command or "").replace("\t", " ").replace("\n", " ")
-    return ("%d\t%s\t%.3f\t%.3f\t0\t%d\t%d\t%d\t%s\n" % (
+    killed = signal.SIGTERM if record.timed_out or record.interrupted else 0
+    return ("%d\t%s\t%.3f\t%.3f\t%d\t%d\t%d\t%d\t%s\n" % (
         record.job or 0, job_where(record), record.started, record.duration,
-        record.stdout_size, exitval, record.signal or 0, command)).encode(errors="surrogateescape")
+        record.extra.get("sent", 0), record.stdout_size, exitval, record.signal or killed,
+        command)).encode(errors="surrogateescape")
 
 
 class JobLog(NewFile):
