@@ -100,3 +100,19 @@ def test_joblog_signal_of_a_killed_job_without_one_known():
     assert joblog_row(record).split(b"\t")[7] == b"15"
     record.extra["sent"] = 7
     assert joblog_row(record).split(b"\t")[4] == b"7"
+
+
+# -- (a) the status line ------------------------------------------------------------------------
+
+def test_the_status_line_is_erased_before_any_other_stderr_line():
+    raw = io.BytesIO()
+    err = SafeStream(raw, "err")
+    line = StatusLine(err, 10, enabled=True)
+    line.show()
+    err.write(b"classh: paused\n")
+    err.write(b"classh: resumed\n")
+    line.show()
+    line.close()
+    shown = b"\r\033[K" + line.text().encode()
+    assert raw.getvalue() == (shown + b"\r\033[Kclassh: paused\nclassh: resumed\n" + shown
+                              + b"\r\033[K")
