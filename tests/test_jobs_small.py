@@ -116,3 +116,22 @@ def test_the_status_line_is_erased_before_any_other_stderr_line():
     shown = b"\r\033[K" + line.text().encode()
     assert raw.getvalue() == (shown + b"\r\033[Kclassh: paused\nclassh: resumed\n" + shown
                               + b"\r\033[K")
+
+
+# -- (c) exit 4 only with work undone ----------------------------------------------------------
+
+def test_a_node_retired_after_the_last_block_leaves_nothing_undone(classh, tmp_path):
+    (tmp_path / "in").write_text("a\nb\n")
+    r = classh("--node", "node1", "--input", str(tmp_path / "in"), "--task", "cat",
+               "--max-node-uses", "2")
+    assert r.rc == 0, r
+    assert "undone" not in r.err and "no node left" not in r.err, r
+    assert sorted(r.out.split()) == ["a", "b"]
+
+
+def test_a_block_no_node_could_take_is_still_undone(classh, tmp_path):
+    (tmp_path / "in").write_text("a\nb\nc\n")
+    r = classh("--node", "node1", "--input", str(tmp_path / "in"), "--task", "cat",
+               "--max-node-uses", "2")
+    assert r.rc == 4, r
+    assert "undone: job-3" in r.err, r

@@ -1161,8 +1161,12 @@ class JobSource(TaskSource):
 
     def _check_nodes_left(self) -> None:
         """With no node left, every job still waiting is undone."""
+        if self._alive:
+            return
+        if self.blocks is not None and not (self.blocks.done or self._queue or self.blocks.held()):
+            self._take_block()  # a file is read as blocks are taken: is there one more?
         blocks = self.blocks is not None and not self.blocks.done
-        if self._alive or not (self._queue or blocks):
+        if not (self._queue or blocks):
             return
         while blocks and self.blocks.held():
             self._take_block()
