@@ -135,3 +135,32 @@ def test_a_block_no_node_could_take_is_still_undone(classh, tmp_path):
                "--max-node-uses", "2")
     assert r.rc == 4, r
     assert "undone: job-3" in r.err, r
+
+
+# -- (e) a silent node does not hold a finished run ---------------------------------------------
+
+def test_a_silent_node_does_not_hold_a_finished_run(classh):
+    r = classh("--connect-timeout", "20", "--node", "node1", "--node", "silent",
+               "--job", "echo done")
+    assert r.rc == 0, r
+    assert r.out == "done\n"
+    assert "silent" not in r.err, r  # its probe was ended unjudged
+    assert r.elapsed < 12, r.elapsed  # not the 20 s of the connect timeout
+
+
+def test_a_job_pinned_to_a_silent_node_still_waits_for_its_probe(classh):
+    r = classh("--connect-timeout", "2", "--node", "node1", "--node", "silent",
+               "--on-each-node", "echo done")
+    assert r.rc == 4, r
+    assert r.out == "done\n" and "node silent dropped: probe failed" in r.err, r
+
+
+# -- (g) -t on a block through a shared connection ------------------------------------------------
+
+def test_a_timed_out_block_ends_near_its_timeout(classh, tmp_path):
+    (tmp_path / "in").write_text("a\n")
+    r = classh("-q", "--retries", "1", "-t", "2", "--node", "node1",
+               "--input", str(tmp_path / "in"), "--task", "sleep 30")
+    assert r.rc == 3, r
+    seconds = float(r.err.splitlines()[-1].split(" in ")[1].split(" s")[0])
+    assert seconds < 4, r  # 5.4 s before: the pipes' linger, then the kill by tag

@@ -503,6 +503,12 @@ class JobSource(TaskSource):
         self._kill_at_close: Set[str] = set()
         #: jobs whose last attempt is being killed by tag: id -> the job once it is to rerun
         self._killing: Dict[int, Optional[Job]] = {}
+        #: Probes and GPU looks running (their task keys); ``_needless``: every job has
+        #: ended and no more can come, so they were ended (see _end_needless_looks).
+        self._looking: Set[str] = set()
+        self._needless = False
+        #: Blocks whose kill by tag was sent when they timed out (see timed_out).
+        self._ended_early: Set[int] = set()
         self._block_bytes = 0  # bytes of the blocks taken and not let go (MAX_BLOCK_BYTES)
         #: the stall watch: moving average of completed durations, and how many there were
         self._average = 0.0
@@ -589,6 +595,7 @@ class JobSource(TaskSource):
                                    keep_output=True)
 
     def _add_job(self, command: str, node: Optional[_Node] = None) -> Job:
+        self._needless = False  # probes count again (a node added while the run ends)
         job = Job(next(self._ids), command, pin=node.label if node else None)
         self.jobs[job.id] = job
         self._enqueue(job)
@@ -656,7 +663,10 @@ class JobSource(TaskSource):
     def next_task(self) -> Optional[Task]:
         """A probe, else the next job on a free slot; None when nothing can start now."""
         if self._probes:
-            return self._probes.popleft()
+            task = self._probes.popleft()
+            if isinstance(task.context, (_Link, _GpuCheck)):
+                self._looking.add(task.key)
+            return task
         if self.paused or self.draining:
             return None
         limit = self.job_options.max_running
@@ -755,6 +765,7 @@ class JobSource(TaskSource):
     def completed(self, task: Task, record: Record) -> bool:
         """Account for an ended probe or attempt; True when ``record`` is the job's final one."""
         if task.internal:
+            self._looking.discard(task.key)
             if isinstance(task.context, _Kill):
                 self._killed(task.context)
             elif isinstance(task.context, _Setup):
@@ -763,6 +774,7 @@ class JobSource(TaskSource):
                 self._gpus_seen(task.context, record)
             else:
                 self._probed(task.context, record)
+            self._end_needless_looks()
             return False
         job, label = task.context
         node = self._by_label[label]
@@ -773,7 +785,9 @@ class JobSource(TaskSource):
         if job.data is not None:
             record.extra["sent"] = len(job.data)  # the joblog's Send
         record.success_code = self.job_options.success_code
-        if job.data is not None and record.status in (TIMEOUT, KILLED):
+        if job.id in self._ended_early:
+            self._ended_early.discard(job.id)
+        elif job.data is not None and record.status in (TIMEOUT, KILLED):
             self._end_remote(job, link)
         final = self._judge(job, node, link, record)
         if final:
@@ -781,7 +795,34 @@ class JobSource(TaskSource):
         else:
             self.counts["retried"] += 1
         self._check_nodes_left()
+        self._end_needless_looks()
         return final
+
+    def _end_needless_looks(self) -> None:
+        """Every job has ended and none can come: the probes and GPU looks still to run
+        are dropped and the running ones killed, unjudged (a silent node held a finished
+        run for its whole connect timeout). Set-ups and kills by tag go on."""
+        if (self._running or self._queue or self._pinned or self._killing
+                or self._more_coming() or self._supervisor is None):
+            return
+        self._needless = True
+        for task in [task for task in self._probes if isinstance(task.context, (_Link, _GpuCheck))]:
+            self._probes.remove(task)
+            self._unplanned(task.context)
+        for key in list(self._looking):
+            self._supervisor.kill(key)
+
+    def timed_out(self, task: Task) -> None:
+        """A block ran past -t: its remote processes are ended by tag now. Through a shared
+        connection the master holds its pipes until they end, so waiting for the record
+        first cost the pipes' linger (-t 2 ended at 5.4 s)."""
+        if task.internal or task.context[0].data is None:
+            return
+        job = task.context[0]
+        if job.id in self._active and job.id not in self._killing:
+            self._end_remote(job, self._active[job.id][0])
+            self._ended_early.add(job.id)
+            self._supervisor.fill()
 
     def _end_remote(self, job: Job, link: _Link) -> None:
         """A job with input was killed: its remote processes are ended by their tag (the
@@ -1076,8 +1117,9 @@ class JobSource(TaskSource):
         return False
 
     def _stopping(self) -> bool:
-        """True once the run is ending (a signal, a kill): no probe is judged."""
-        return self._supervisor is not None and self._supervisor.stopping
+        """True once the run is ending (a signal, a kill, every job done): no probe is
+        judged."""
+        return self._needless or (self._supervisor is not None and self._supervisor.stopping)
 
     # -- stalls ----------------------------------------------------------------
     def _learn(self, duration: float) -> None:

@@ -107,6 +107,9 @@ class TaskSource:
         (False: the source runs it again, or the task was internal)."""
         return True
 
+    def timed_out(self, task: Task) -> None:
+        """``task`` ran past its timeout and is being killed (its record comes later)."""
+
     def attach(self, loop: EventLoop, supervisor: "Supervisor") -> None:
         """Called once before the first task is asked for."""
 
@@ -496,6 +499,9 @@ class Supervisor:
         child.timer = None
         child.record.timed_out = True
         self._terminate(child.pid, signal.SIGTERM)
+        hook = getattr(self._source, "timed_out", None)
+        if hook is not None:
+            hook(child.task)
 
     def _terminate(self, pgid: int, sig: int) -> None:
         """Signal a child's process group; SIGTERM is followed by SIGKILL after the grace."""
