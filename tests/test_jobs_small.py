@@ -9,10 +9,12 @@ import time
 
 import pytest
 
+from conftest import run_classh
 from classh.display import SafeStream, StatusLine
 from classh.gpus import GpuRule, assess, parse_probe
 from classh.jobs import JobOptions
 from classh.jobviews import job_plan, joblog_row
+from classh.muxnotes import MuxNotes
 from classh.options import OptionError
 from classh.results import Record
 
@@ -164,3 +166,36 @@ def test_a_timed_out_block_ends_near_its_timeout(classh, tmp_path):
     assert r.rc == 3, r
     seconds = float(r.err.splitlines()[-1].split(" in ")[1].split(" s")[0])
     assert seconds < 4, r  # 5.4 s before: the pipes' linger, then the kill by tag
+
+
+# -- (b) ssh's notes on its master are not the job's stderr ----------------------------------------
+
+REFUSED = b"mux_client_request_session: session request failed: Session open refused by peer\n"
+HELLO = b"muxclient: master hello exchange failed\n"
+EXISTS = b"ControlSocket /tmp/x/u@n:22 already exists, disabling multiplexing\n"
+
+
+def test_mux_notes_are_taken_off_the_start_of_stderr_only():
+    notes = MuxNotes()
+    assert notes.feed(REFUSED + HELLO) == b""
+    assert notes.feed(EXISTS + b"job says\n" + HELLO) == b"job says\n" + HELLO
+    assert notes.feed(REFUSED) == REFUSED  # the job's output began: nothing more is looked at
+    assert notes.notes == REFUSED + HELLO + EXISTS
+    assert MuxNotes().feed(b"mux_client_req") == b"mux_client_req"  # nothing is held back
+    assert MuxNotes().feed(b"oops\n" + HELLO) == b"oops\n" + HELLO
+
+
+def test_mux_notes_reach_no_display_nor_file(fleet, tmp_path):
+    wrapper = tmp_path / "ssh"
+    wrapper.write_text("#!/bin/sh\nprintf '%%s' '%s' >&2\nexec %s \"$@\"\n"
+                       % ((REFUSED + HELLO).decode(), fleet.ssh_command))
+    wrapper.chmod(0o755)
+    results = tmp_path / "r"
+    r = run_classh(["--ssh", str(wrapper), "--node", "node1", "-o", str(results),
+                    "--job", "echo out; echo err >&2"])
+    assert r.rc == 0, r
+    assert r.out == "out\n" and "mux" not in r.err and "err\n" in r.err, r
+    assert (results / "job-1.err").read_bytes() == b"err\n"
+    r = run_classh(["--ssh", str(wrapper), "--node", "node1", "--format", "lines",
+                    "--job", "echo err >&2"])
+    assert r.rc == 0 and "mux" not in r.err and "job-1 node1: err\n" in r.err, r

@@ -41,6 +41,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, 
 from .api import _Collector, _reraise, as_options
 from .gpus import GpuRule, assess, cuda_env, parse_probe, probe_command
 from .hostmode import ssh_reads_no_stdin
+from .muxnotes import MuxNotes
 from .options import Options, OptionError, not_negative, positive_int, seconds
 from .prompts import HostAuth
 from .remote import remote_command
@@ -734,7 +735,8 @@ class JobSource(TaskSource):
                                         self._control_options(link, False)),
                     input=job.data, timeout=self.options.timeout, env=self._env,
                     context=(job, node.label), attempt=job.attempts, auth=self._auth(),
-                    hold_stdin=watch_stdin)
+                    hold_stdin=watch_stdin,
+                    stderr_notes=MuxNotes() if link.path is not None else None)
 
     def _remote(self, job: Job, node: _Node, watch_stdin: bool, gpu: Optional[_Gpu] = None) -> str:
         if self.options.raw:
@@ -785,6 +787,7 @@ class JobSource(TaskSource):
         if job.data is not None:
             record.extra["sent"] = len(job.data)  # the joblog's Send
         record.success_code = self.job_options.success_code
+        _keep_mux_notes(task, record)
         if job.id in self._ended_early:
             self._ended_early.discard(job.id)
         elif job.data is not None and record.status in (TIMEOUT, KILLED):
@@ -1508,6 +1511,15 @@ def _pool_change(added: List[NodeSpec], removed: List[str], kept: List[str]) -> 
     if kept:
         parts.append("slot count changes ignored for nodes in use: " + some_names(kept))
     return "; ".join(parts)
+
+
+def _keep_mux_notes(task: Task, record: Record) -> None:
+    """ssh's notes on its master (taken off the job's stderr as it came) go back at the
+    start of an ssh error's stderr: they say why it failed (see _MUX_REFUSED)."""
+    notes = task.stderr_notes.notes if task.stderr_notes is not None else b""
+    if notes and record.status == SSH_ERROR:
+        record.stderr = notes + record.stderr
+        record.stderr_size += len(notes)
 
 
 def _strip_mux_line(record: Record) -> None:

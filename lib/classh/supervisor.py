@@ -68,6 +68,9 @@ class Task:
     #: The record keeps :data:`PROBE_OUTPUT` bytes of the task's stdout and stderr,
     #: whatever the run's ``keep`` (a probe whose output the source reads).
     keep_output: bool = False
+    #: A filter of stderr (``feed(data)`` -> bytes: see :class:`classh.muxnotes.MuxNotes`)
+    #: taking ssh's own lines off its start before anyone sees them.
+    stderr_notes: object = None
 
 
 class TaskSource:
@@ -395,8 +398,11 @@ class Supervisor:
         capture = child.captures[stream]
         task = child.task
         auth = task.auth if stream == 2 and task.auth and task.auth.uses_stdin else None
+        notes = task.stderr_notes if stream == 2 else None
 
         def deliver(data: bytes) -> None:
+            if notes is not None:
+                data = notes.feed(data)
             if data:
                 capture.write(data)
                 if not child.muted:
