@@ -195,3 +195,9 @@ def test_joblog_on_stdout_never_lands_inside_a_jobs_output(fleet, tmp_path):
     outputs = sorted(line for line in lines if not b"\t" in line)
     assert outputs == [letter.encode() * 300000 for letter in "abc"], [len(x) for x in outputs]
     assert len(lines) == 1 + 3 + 3 and lines[0] + b"\n" == JOBLOG_HEADER
+
+
+def test_route_to_dev_stdout_is_stdout(fleet, tmp_path):
+    rc, out, err = _run(fleet, tmp_path, "-q", "-S", "/dev/stdout", "true", "node1")
+    assert rc == 0, err
+    assert out == b"node1\n" and os.path.islink("/dev/stdout")

@@ -21,7 +21,7 @@ from .observers import SinkError
 from .options import MAX_PERSIST, Options, OptionError, from_env, positive_int
 from .jobviews import (JOB_FORMATS, ActiveNodes, JobLog, JobOutput, JobStatusLine,
                        job_plan, job_summary_line)
-from .results import ResultsError, done_commands, write_run_id
+from .results import STDOUT_PATHS, ResultsError, done_commands, write_run_id
 from .run import EXIT_CLASSH, EXIT_USAGE, Run, RunSummary, assemble
 from .routers import RouterError, Routing, make_router
 from .persist import DEFAULT_PERSIST, PersistError, control_dir, sockets_for, sweep_stale
@@ -132,7 +132,8 @@ Job mode (chosen by --node, --node-file or --machines; no COMMAND, no TARGET):
   --share-gpus                   Use GPUs that other processes use too.
   -k, --keep-order               Show jobs' output in job order.
   --joblog FILE                  Write GNU parallel's joblog into FILE (new
-                                 unless --overwrite).
+                                 unless --overwrite; --resume appends; "-"
+                                 or /dev/stdout: stdout).
   --active-nodes FILE            Keep FILE listing the busy slots, one a
                                  line: "node: job-ID command" (replaced
                                  within 50 ms of each change).
@@ -169,7 +170,7 @@ Options:
   --overwrite                    Allow replacing results: those of the hosts
                                  run in an existing DIR, a whole --json FILE.
   --json FILE                    Save every result, output included, as JSON
-                                 Lines in FILE (a new file).
+                                 Lines in FILE (a new file; "-": stdout).
   -S DEST, --success DEST        Route successful hosts to DEST (repeatable).
   -E DEST, --failure DEST        Route failed hosts to DEST (repeatable).
   -P, --password                 Ask for a password once (on the terminal)
@@ -199,8 +200,8 @@ Options:
 
 COMMAND may hold {host}, replaced by each target's name.
 
-Destinations (-S, -E), in this order: "-" is classh's stdout (host names,
-one a line); "|COMMAND" runs COMMAND (any shell code); an existing directory
+Destinations (-S, -E), in this order: "-" (or /dev/stdout) is classh's
+stdout (host names, one a line); "|COMMAND" runs COMMAND (any shell code); an existing directory
 gets host.out and host.err (and host.ret for -E); text with a space is a
 command line whose first word must be a command (else an error); a path
 with a '/' to an executable runs it; anything else, a bare word such as
@@ -604,7 +605,8 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
         return kill_run(args, environ, options)
     if mode == "jobs":
         return run_jobs(args, environ, options, closed)
-    if 1 in closed and (shows_per_host(args) or "-" in args["--success"] + args["--failure"]):
+    if 1 in closed and (shows_per_host(args) or set(STDOUT_PATHS) & set(args["--success"]
+                                                                     + args["--failure"])):
         need_stdout(closed, "the per-host display" if shows_per_host(args) else "-S/-E -",
                     "redirect it, or use -q -o DIR")
     command, transfer_sinks, options = mode_command(args, options)
