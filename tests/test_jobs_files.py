@@ -201,3 +201,8 @@ def test_route_to_dev_stdout_is_stdout(fleet, tmp_path):
     rc, out, err = _run(fleet, tmp_path, "-q", "-S", "/dev/stdout", "true", "node1")
     assert rc == 0, err
     assert out == b"node1\n" and os.path.islink("/dev/stdout")
+
+
+def test_dev_null_as_a_host_file_is_no_host(fleet, tmp_path):
+    rc, out, err = _run(fleet, tmp_path, "-q", "true", "/dev/null")
+    assert rc == 2 and "no host to run on" in err and "internal error" not in err, err
