@@ -220,7 +220,7 @@ Exit status:
   out or was killed; 4 some ssh error; 5 some command exited non-zero (the
   first of 4, 3, 5 that applies); 130/143 interrupted by SIGINT/SIGTERM.
   Job mode: 4 some jobs left undone (no node could run them, or SIGHUP
-  drained the run: listed on stderr), then 3 (a job timed out or was
+  drained the run: listed on stderr) or ended by an ssh error, then 3 (a job timed out or was
   killed), then 5 (a job failed).
 """
 
