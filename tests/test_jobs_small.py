@@ -3,9 +3,7 @@ mux notes kept out of a job's stderr, exit 4 only with work undone, joblog Send 
 a silent node that does not hold a finished run, absurd numbers refused, a block's -t,
 '1 line each'."""
 import io
-import os
 import signal
-import time
 
 import pytest
 
