@@ -319,7 +319,7 @@ class ActiveNodes(Observer):
         directory = os.path.dirname(os.path.abspath(path))
         if path in STDOUT_PATHS:
             raise ResultsError("--active-nodes %r: it is a file rewritten whole, not stdout" % path)
-        check_plain_file(path, "--active-nodes")  # never renamed over a link or a device
+        check_plain_file(path, "--active-nodes", "")  # never renamed over a link or a device
         if not os.path.isdir(directory):
             raise ResultsError("--active-nodes %r: no directory %r" % (path, directory))
         self._temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))

@@ -621,10 +621,10 @@ _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
           (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
 
 
-def check_plain_file(path: str, what: str) -> bool:
+def check_plain_file(path: str, what: str, hint: str = " (or - for stdout)") -> bool:
     """True when ``path`` exists as a regular file, False when nothing is there; a
     ResultsError for anything else (a link, a device, a pipe...): classh replaces or
-    unlinks none of them."""
+    unlinks none of them. ``hint`` ends the message."""
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -634,7 +634,7 @@ def check_plain_file(path: str, what: str) -> bool:
     if stat.S_ISREG(mode):
         return True
     kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-    raise ResultsError("%s %r is %s: give a regular file (or - for stdout)" % (what, path, kind))
+    raise ResultsError("%s %r is %s: give a regular file%s" % (what, path, kind, hint))
 
 
 def open_record_file(path: str, what: str, overwrite: bool = False,
