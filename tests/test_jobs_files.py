@@ -206,3 +206,16 @@ def test_route_to_dev_stdout_is_stdout(fleet, tmp_path):
 def test_dev_null_as_a_host_file_is_no_host(fleet, tmp_path):
     rc, out, err = _run(fleet, tmp_path, "-q", "true", "/dev/null")
     assert rc == 2 and "no host to run on" in err and "internal error" not in err, err
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--node", "node1", "--job", "true", "--joblog", "-"], "--joblog"),
+    (["--json", "/dev/stdout", "true", "node1"], "--json"),
+])
+def test_closed_stdout_refuses_a_file_written_to_stdout(fleet, argv, words):
+    proc = subprocess.run([sys.executable, CLASSH, "-q"] + argv,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          env=base_env({"CLASSH_SSH": fleet.ssh_command}), timeout=60,
+                          preexec_fn=lambda: os.close(1))
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "stdout is closed" in err and words in err, err

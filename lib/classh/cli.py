@@ -605,10 +605,9 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
         return kill_run(args, environ, options)
     if mode == "jobs":
         return run_jobs(args, environ, options, closed)
-    if 1 in closed and (shows_per_host(args) or set(STDOUT_PATHS) & set(args["--success"]
-                                                                     + args["--failure"])):
-        need_stdout(closed, "the per-host display" if shows_per_host(args) else "-S/-E -",
-                    "redirect it, or use -q -o DIR")
+    if 1 in closed and (shows_per_host(args) or stdout_files(args)):
+        need_stdout(closed, "the per-host display" if shows_per_host(args)
+                    else " and ".join(stdout_files(args)), "redirect it, or use -q -o DIR")
     command, transfer_sinks, options = mode_command(args, options)
     names = target_args(args, environ)
     source = target_source(args, names, options, command, name_checker(args, options))
@@ -623,7 +622,7 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
     sinks = assemble(options, mode=transfer_sinks, stdout_is_data=bool(args["--slurp"]),
                      resume=args["--resume"], overwrite=args["--overwrite"],
                      json_path=args["--json"], routing=routing_for(args, options, source, out),
-                     views=views)
+                     views=views, stdout=out)
     summary = Run(source, options, sinks.observers, keep=sinks.keep).run()
     return report(summary, source, names, args, err)
 
@@ -729,8 +728,9 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
     """Job mode: jobs over node slots (see the scheduler, :mod:`classh.jobs`); the exit status."""
     from .jobs import JobSource, read_jobs
 
-    if 1 in closed and shows_per_host(args):
-        need_stdout(closed, "the job output", "redirect it, or use -q -o DIR")
+    if 1 in closed and (shows_per_host(args) or stdout_files(args)):
+        need_stdout(closed, "the job output" if shows_per_host(args)
+                    else " and ".join(stdout_files(args)), "redirect it, or use -q -o DIR")
     if args["--resume"] and not options.results:
         raise UsageError("--resume needs a results directory (-o DIR)")
     options = job_run_options(args, environ, options)
@@ -751,7 +751,7 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
                        on_each_node=args["--on-each-node"], notify=_notifier(err),
                        blocks=blocks, task=args["--task"], setup=setup)
     sinks = assemble(options, resume=args["--resume"], overwrite=args["--overwrite"],
-                     json_path=args["--json"],
+                     json_path=args["--json"], stdout=out,
                      views=lambda skip: (job_files(args, source, out)
                                          + job_views(args, out, err, source)))
     done_before = None
@@ -896,6 +896,15 @@ def report(summary: RunSummary, source: TargetSource, names: List[str], args: di
         line += " (%d skipped: done before)" % source.skipped
     _say(err, line, prefix="")
     return summary.exit_status
+
+
+def stdout_files(args: dict) -> List[str]:
+    """The options given that write to stdout: ``--json -``, ``--joblog -``, ``-S/-E -``
+    (``/dev/stdout`` too)."""
+    given = [name for name in ("--json", "--joblog") if args[name] in STDOUT_PATHS]
+    if set(STDOUT_PATHS) & set(args["--success"] + args["--failure"]):
+        given.append("-S/-E -")
+    return given
 
 
 def need_stdout(closed: frozenset, what: str, hint: str = "redirect it") -> None:
