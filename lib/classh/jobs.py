@@ -41,7 +41,8 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, 
 from .api import _Collector, _reraise, as_options
 from .gpus import GpuRule, assess, cuda_env, parse_probe, probe_command
 from .hostmode import ssh_reads_no_stdin
-from .options import Options, OptionError, positive_int, seconds
+from .muxnotes import MuxNotes
+from .options import Options, OptionError, not_negative, positive_int, seconds
 from .prompts import HostAuth
 from .remote import cut, remote_command, remote_task
 from .results import KILLED, OK, Record, ResultsError, SSH_ERROR, TIMEOUT, last_line, some_names
@@ -174,6 +175,8 @@ class JobOptions:
         self.success_code = int(self.success_code)
         self.gpu_check = seconds("gpu-check", self.gpu_check)
         self.init_timeout = seconds("init-timeout", self.init_timeout) or INIT_TIMEOUT
+        not_negative("stall-factor", self.stall_factor)
+        not_negative("stall-min", self.stall_min)
         try:
             self.stall_factor = seconds("stall-factor", self.stall_factor)
         except OptionError:
@@ -535,6 +538,12 @@ class JobSource(TaskSource):
         self._kill_at_close: Set[str] = set()
         #: jobs whose last attempt is being killed by tag: id -> the job once it is to rerun
         self._killing: Dict[int, Optional[Job]] = {}
+        #: Probes and GPU looks running (their task keys); ``_needless``: every job has
+        #: ended and no more can come, so they were ended (see _end_needless_looks).
+        self._looking: Set[str] = set()
+        self._needless = False
+        #: Blocks whose kill by tag was sent when they timed out (see timed_out).
+        self._ended_early: Set[int] = set()
         self._block_bytes = 0  # bytes of the blocks taken and not let go (MAX_BLOCK_BYTES)
         #: the stall watch: its policy (moving average, limit, decision) and its timer
         self._stall = StallWatch(job_options.stall_factor, job_options.stall_min)
@@ -624,6 +633,7 @@ class JobSource(TaskSource):
 
     def _enqueue_new(self, job: Job) -> Job:
         """A job the run did not know of: counted in ``jobs`` and put in line."""
+        self._needless = False  # probes count again (a node added while the run ends)
         self.jobs[job.id] = job
         self._enqueue(job)
         return job
@@ -687,7 +697,10 @@ class JobSource(TaskSource):
     def next_task(self) -> Optional[Task]:
         """A probe, else the next job on a free slot; None when nothing can start now."""
         if self._probes:
-            return self._probes.popleft()
+            task = self._probes.popleft()
+            if isinstance(task.context, (_Link, _GpuCheck)):
+                self._looking.add(task.key)
+            return task
         if self.paused or self.draining:
             return None
         limit = self.job_options.max_running
@@ -779,7 +792,8 @@ class JobSource(TaskSource):
                     input=job.data if first is None else first + (job.data or b""),
                     timeout=self.options.timeout, env=self._env,
                     context=(job, node.label), attempt=job.attempts, auth=self._auth(),
-                    hold_stdin=watch_stdin)
+                    hold_stdin=watch_stdin,
+                    stderr_notes=MuxNotes() if link.path is not None else None)
 
     def _remote(self, job: Job, node: _Node, watch_stdin: bool,
                 gpu: Optional[_Gpu] = None) -> Tuple[str, Optional[bytes]]:
@@ -813,6 +827,7 @@ class JobSource(TaskSource):
     def completed(self, task: Task, record: Record) -> bool:
         """Account for an ended probe or attempt; True when ``record`` is the job's final one."""
         if task.internal:
+            self._looking.discard(task.key)
             if isinstance(task.context, _Kill):
                 self._killed(task.context)
             elif isinstance(task.context, _Setup):
@@ -821,6 +836,7 @@ class JobSource(TaskSource):
                 self._gpus_seen(task.context, record)
             else:
                 self._probed(task.context, record)
+            self._end_needless_looks()
             return False
         job, label = task.context
         node = self._by_label[label]
@@ -829,8 +845,13 @@ class JobSource(TaskSource):
         record.attempt_nodes = list(job.nodes)
         record.gpu = gpu.index if gpu is not None else None
         record.block = job.identity
+        if job.data is not None:
+            record.extra["sent"] = len(job.data)  # the joblog's Send
         record.success_code = self.job_options.success_code
-        if job.data is not None and record.status in (TIMEOUT, KILLED):
+        _keep_mux_notes(task, record)
+        if job.id in self._ended_early:
+            self._ended_early.discard(job.id)
+        elif job.data is not None and record.status in (TIMEOUT, KILLED):
             self._end_remote(job, link)
         final = self._judge(job, node, link, record)
         if final:
@@ -838,7 +859,34 @@ class JobSource(TaskSource):
         else:
             self.counts["retried"] += 1
         self._check_nodes_left()
+        self._end_needless_looks()
         return final
+
+    def _end_needless_looks(self) -> None:
+        """Every job has ended and none can come: the probes and GPU looks still to run
+        are dropped and the running ones killed, unjudged (a silent node held a finished
+        run for its whole connect timeout). Set-ups and kills by tag go on."""
+        if (self._running or self._queue or self._pinned or self._killing
+                or self._more_coming() or self._supervisor is None):
+            return
+        self._needless = True
+        for task in [task for task in self._probes if isinstance(task.context, (_Link, _GpuCheck))]:
+            self._probes.remove(task)
+            self._unplanned(task.context)
+        for key in list(self._looking):
+            self._supervisor.kill(key)
+
+    def timed_out(self, task: Task) -> None:
+        """A block ran past -t: its remote processes are ended by tag now. Through a shared
+        connection the master holds its pipes until they end, so waiting for the record
+        first cost the pipes' linger (-t 2 ended at 5.4 s)."""
+        if task.internal or task.context[0].data is None:
+            return
+        job = task.context[0]
+        if job.id in self._active and job.id not in self._killing:
+            self._end_remote(job, self._active[job.id][0])
+            self._ended_early.add(job.id)
+            self._supervisor.fill()
 
     def _end_remote(self, job: Job, link: _Link) -> None:
         """A job with input was killed: its remote processes are ended by their tag (the
@@ -1138,8 +1186,9 @@ class JobSource(TaskSource):
         return False
 
     def _stopping(self) -> bool:
-        """True once the run is ending (a signal, a kill): no probe is judged."""
-        return self._supervisor is not None and self._supervisor.stopping
+        """True once the run is ending (a signal, a kill, every job done): no probe is
+        judged."""
+        return self._needless or (self._supervisor is not None and self._supervisor.stopping)
 
     # -- stalls ----------------------------------------------------------------
     def stall_limit(self) -> Optional[float]:
@@ -1214,8 +1263,12 @@ class JobSource(TaskSource):
 
     def _check_nodes_left(self) -> None:
         """With no node left, every job still waiting is undone."""
+        if self._alive:
+            return
+        if self.blocks is not None and not (self.blocks.done or self._queue or self.blocks.held()):
+            self._take_block()  # a file is read as blocks are taken: is there one more?
         blocks = self.blocks is not None and not self.blocks.done
-        if self._alive or not (self._queue or blocks):
+        if not (self._queue or blocks):
             return
         while blocks and self.blocks.held():
             self._take_block()
@@ -1538,6 +1591,15 @@ def _pool_change(added: List[NodeSpec], removed: List[str], kept: List[str]) -> 
     if kept:
         parts.append("slot count changes ignored for nodes in use: " + some_names(kept))
     return "; ".join(parts)
+
+
+def _keep_mux_notes(task: Task, record: Record) -> None:
+    """ssh's notes on its master (taken off the job's stderr as it came) go back at the
+    start of an ssh error's stderr: they say why it failed (see _MUX_REFUSED)."""
+    notes = task.stderr_notes.notes if task.stderr_notes is not None else b""
+    if notes and record.status == SSH_ERROR:
+        record.stderr = notes + record.stderr
+        record.stderr_size += len(notes)
 
 
 def _strip_mux_line(record: Record) -> None:
