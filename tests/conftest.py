@@ -127,3 +127,13 @@ def sweep():
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@pytest.fixture
+def marking_ssh(tmp_path):
+    """A stand-in ssh that leaves a mark when it is started: (ssh command, mark path)."""
+    mark = tmp_path / "started"
+    script = tmp_path / "marking-ssh"
+    script.write_text("#!/bin/sh\necho x >> %s\nexec %s \"$@\"\n" % (mark, STANDIN))
+    script.chmod(0o755)
+    return str(script), mark

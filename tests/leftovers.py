@@ -75,15 +75,12 @@ def running_on_target(mark, count, timeout=20):
     assert wait_for(lambda: len(pids_of(mark)) >= count, timeout), "the command never started"
 
 
-def signal_when_running(ssh_command, args, mark, count, signum=signal.SIGTERM, timeout=30):
-    """Start classh ``args`` (ssh: ``ssh_command``), wait until ``count`` processes of
-    ``mark`` run on the target, send ``signum``; classh's exit status (killed by pid if it
-    outlives ``timeout``)."""
-    proc = subprocess.Popen([sys.executable, CLASSH] + list(args),
-                            env=base_env({"CLASSH_SSH": ssh_command}),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def signal_when(proc, ready, signum=signal.SIGTERM, timeout=30, why="never ready"):
+    """Send ``signum`` to ``proc`` once ``ready()`` holds (within 30 s: else the test fails
+    with ``why``); wait for it to end (killed by pid if it outlives ``timeout``); its
+    exit status."""
     try:
-        running_on_target(mark, count)
+        assert wait_for(ready, 30), why
         proc.send_signal(signum)
         proc.communicate(timeout=timeout)
     finally:
@@ -91,3 +88,14 @@ def signal_when_running(ssh_command, args, mark, count, signum=signal.SIGTERM, t
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def signal_when_running(ssh_command, args, mark, count, signum=signal.SIGTERM, timeout=30):
+    """Start classh ``args`` (ssh: ``ssh_command``), wait until ``count`` processes of
+    ``mark`` run on the target, send ``signum``; classh's exit status (killed by pid if it
+    outlives ``timeout``)."""
+    proc = subprocess.Popen([sys.executable, CLASSH] + list(args),
+                            env=base_env({"CLASSH_SSH": ssh_command}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return signal_when(proc, lambda: len(pids_of(mark)) >= count, signum, timeout,
+                       "the command never started")

@@ -22,16 +22,6 @@ from classh.display import SafeStream, StatusLine
 from classh.targets import resolve
 
 
-@pytest.fixture
-def marking_ssh(tmp_path):
-    """A stand-in ssh that leaves a mark when it is started: (ssh command, mark path)."""
-    mark = tmp_path / "started"
-    script = tmp_path / "marking-ssh"
-    script.write_text("#!/bin/sh\necho x >> %s\nexec %s \"$@\"\n" % (mark, STANDIN))
-    script.chmod(0o755)
-    return str(script), mark
-
-
 # item 9: listing hosts
 
 def test_list_prints_the_hosts_a_run_would_reach_and_runs_nothing(marking_ssh, tmp_path):

@@ -21,16 +21,6 @@ from classh.cli import UsageError, parse
 SLOW_FIRST = "case {host} in n1) sleep 0.6;; n2) sleep 0.3;; esac; echo out-{host}"
 
 
-@pytest.fixture
-def marking_ssh(tmp_path):
-    """A stand-in ssh that leaves a mark when it is started: (ssh command, mark path)."""
-    mark = tmp_path / "started"
-    script = tmp_path / "marking-ssh"
-    script.write_text("#!/bin/sh\necho x >> %s\nexec %s \"$@\"\n" % (mark, STANDIN))
-    script.chmod(0o755)
-    return str(script), mark
-
-
 def run_in(directory, args, ssh=STANDIN, input=None):
     """classh run in ``directory`` (relative host files), stdin ``input`` or /dev/null."""
     return subprocess.run([sys.executable, CLASSH] + list(args), cwd=str(directory),

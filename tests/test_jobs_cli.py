@@ -346,11 +346,11 @@ def test_joblog_is_never_written_through_a_symlink(tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     os.symlink(str(victim), str(tmp_path / "log"))
-    with pytest.raises(ResultsError):
-        JobLog(str(tmp_path / "log"))
-    JobLog(str(tmp_path / "log"), overwrite=True).close()
+    for overwrite in (False, True):
+        with pytest.raises(ResultsError):
+            JobLog(str(tmp_path / "log"), overwrite=overwrite)
     assert victim.read_text() == "precious\n"
-    assert not os.path.islink(str(tmp_path / "log"))
+    assert os.path.islink(str(tmp_path / "log"))  # refused, never unlinked
 
 
 # -- active nodes ---------------------------------------------------------------------

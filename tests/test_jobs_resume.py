@@ -4,11 +4,10 @@ the number), and a run killed at any point resumes to every job's output exactly
 import json
 import os
 import signal
-import time
 
 import pytest
 
-from leftovers import start_classh, wait_for
+from leftovers import signal_when, start_classh
 from test_jobs_machines import machines_file
 
 
@@ -49,15 +48,8 @@ def test_identical_lines_killed_midway_resume_to_each_output_exactly_once(
     jobs, log = identical_jobs(tmp_path, remote_dir)
     results = str(tmp_path / "r")
     args = ["-q", "-o", results, "--node", "node1*2", "--job-file", jobs]
-    proc = start_classh(fleet, args)
-    try:
-        assert wait_for(lambda: len(oks(results)) >= 4, 30), "4 jobs never finished"
-        proc.send_signal(signum)
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    signal_when(start_classh(fleet, args), lambda: len(oks(results)) >= 4, signum,
+                why="4 jobs never finished")
     done = oks(results)
     assert 4 <= len(done) < 10, done
     again = classh("-o", results, "--resume", "--node", "node1*2", "--job-file", jobs, "-q")

@@ -58,21 +58,21 @@ def test_summary_symlink_is_refused(classh, tmp_path):
     assert not (results / "node1.ret").exists()
 
 
-def test_json_overwrite_replaces_a_symlink_not_its_target(classh, tmp_path):
+def test_json_overwrite_refuses_a_symlink_and_keeps_it(classh, tmp_path):
     victim = _victim(tmp_path)
     link = tmp_path / "all.json"
     os.symlink(str(victim), str(link))
     r = classh("--overwrite", "-q", "--json", str(link), "echo hi", "node1")
-    assert r.rc == 0, r
+    assert r.rc == 2 and "symbolic link" in r.err, r
     assert victim.read_bytes() == b"precious\n"
-    assert not link.is_symlink() and load_results(str(link))["node1"].stdout == b"hi\n"
+    assert link.is_symlink()
 
 
 def test_json_without_overwrite_refuses_a_dangling_symlink(classh, tmp_path):
     link = tmp_path / "all.json"
     os.symlink(str(tmp_path / "elsewhere"), str(link))
     r = classh("-q", "--json", str(link), "true", "node1")
-    assert r.rc == 2 and "exists" in r.err, r
+    assert r.rc == 2 and "symbolic link" in r.err, r
     assert not (tmp_path / "elsewhere").exists()
 
 

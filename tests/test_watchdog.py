@@ -15,8 +15,8 @@ import tempfile
 import pytest
 
 from conftest import STANDIN
-from leftovers import (leftovers, marker, pids_of, running_on_target, start_classh, wait_for,
-                       with_marker)
+from leftovers import (leftovers, marker, pids_of, running_on_target, signal_when, start_classh,
+                       wait_for, with_marker)
 from fleet import TEST_USER, Fleet
 
 import classh
@@ -77,16 +77,9 @@ def test_a_signal_to_classh_kills_the_remote_command(fleet, sweep, signum, case,
     mark, command = with_marker(pattern)
     sweep.append(mark)
     count = NHOSTS * (2 if "&" in pattern else 1)
-    proc = start_classh(fleet, ["-q", command, HOSTS])
-    try:
-        running_on_target(mark, count)
-        proc.send_signal(signum)
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum]
+    rc = signal_when(start_classh(fleet, ["-q", command, HOSTS]),
+                     lambda: len(pids_of(mark)) >= count, signum)
+    assert rc == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum]
     assert leftovers(mark) == []
 
 

@@ -23,7 +23,7 @@ from .observers import SinkError
 from .options import MAX_PERSIST, Options, OptionError, from_env, positive_int
 from .jobviews import (JOB_FORMATS, ActiveNodes, JobLog, JobOutput, JobStatusLine,
                        job_plan, job_summary_line)
-from .results import ResultsError, write_run_id
+from .results import STDOUT_PATHS, ResultsError, write_run_id
 from .run import EXIT_CLASSH, EXIT_USAGE, Run, RunSummary, assemble
 from .routers import RouterError, Routing, make_router
 from .persist import DEFAULT_PERSIST, PersistError, control_dir, sockets_for, sweep_stale
@@ -118,7 +118,7 @@ Job mode (chosen by --node, --node-file or --machines; no COMMAND, no TARGET):
                                  (--input a b c, or --input repeated) are
                                  one block each.
   --task CMD                     The command each block is fed to.
-  --blocksize N                  Lines per block (default 1).
+  --blocksize N                  Lines per block (default 1, at most 10^9).
   --task-success-code N          The exit status that means success
                                  (default 0).
   --retries N                    Attempts per job (default 3).
@@ -143,7 +143,8 @@ Job mode (chosen by --node, --node-file or --machines; no COMMAND, no TARGET):
   --jobs-per-gpu N               Jobs one GPU runs at once (default 1).
   --share-gpus                   Use GPUs that other processes use too.
   --joblog FILE                  Write GNU parallel's joblog into FILE (new
-                                 unless --overwrite).
+                                 unless --overwrite; --resume appends; "-"
+                                 or /dev/stdout: stdout).
   --active-nodes FILE            Keep FILE listing the busy slots, one a
                                  line: "node: job-ID command" (replaced
                                  within 50 ms of each change).
@@ -186,7 +187,7 @@ Options:
   --overwrite                    Allow replacing results: those of the hosts
                                  run in an existing DIR, a whole --json FILE.
   --json FILE                    Save every result, output included, as JSON
-                                 Lines in FILE (a new file).
+                                 Lines in FILE (a new file; "-": stdout).
   -S DEST, --success DEST        Route successful hosts to DEST (repeatable).
   -E DEST, --failure DEST        Route failed hosts to DEST (repeatable).
   -P, --password                 Ask for a password once (on the terminal)
@@ -222,8 +223,8 @@ pssh, pdsh and clush users: -h is --help (a host file is a TARGET with a
 the results directory (ssh options are -O, as pssh's), -i the interactive
 shell (output inline is the default display), -x excludes hosts.
 
-Destinations (-S, -E), in this order: "-" is classh's stdout (host names,
-one a line); "|COMMAND" runs COMMAND (any shell code); an existing directory
+Destinations (-S, -E), in this order: "-" (or /dev/stdout) is classh's
+stdout (host names, one a line); "|COMMAND" runs COMMAND (any shell code); an existing directory
 gets host.out and host.err (and host.ret for -E); text with a space is a
 command line whose first word must be a command (else an error); a path
 with a '/' to an executable runs it; anything else, a bare word such as
@@ -242,7 +243,7 @@ Exit status:
   out or was killed; 4 some ssh error; 5 some command exited non-zero (the
   first of 4, 3, 5 that applies); 130/143 interrupted by SIGINT/SIGTERM.
   Job mode: 4 some jobs left undone (no node could run them, or SIGHUP
-  drained the run: listed on stderr), then 3 (a job timed out or was
+  drained the run: listed on stderr) or ended by an ssh error, then 3 (a job timed out or was
   killed), then 5 (a job failed).
 """
 
@@ -725,9 +726,9 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
         return kill_run(args, environ, options)
     if mode == "jobs":
         return run_jobs(args, environ, options, closed)
-    if 1 in closed and (shows_per_host(args) or "-" in args["--success"] + args["--failure"]):
-        need_stdout(closed, "the per-host display" if shows_per_host(args) else "-S/-E -",
-                    "redirect it, or use -q -o DIR")
+    if 1 in closed and (shows_per_host(args) or stdout_files(args)):
+        need_stdout(closed, "the per-host display" if shows_per_host(args)
+                    else " and ".join(stdout_files(args)), "redirect it, or use -q -o DIR")
     command, transfer_sinks, options = mode_command(args, options)
     names = target_args(args, environ)
     source = target_source(args, names, options, command, name_checker(args, options))
@@ -745,7 +746,7 @@ def run(argv: List[str], environ=None, closed: frozenset = frozenset()) -> int:
     sinks = assemble(options, mode=transfer_sinks, stdout_is_data=bool(args["--slurp"]),
                      resume=args["--resume"], overwrite=args["--overwrite"],
                      json_path=args["--json"], routing=routing_for(args, options, source, out),
-                     views=views)
+                     views=views, stdout=out)
     summary = Run(source, options, sinks.observers, keep=sinks.keep).run()
     return report(summary, source, names, args, err)
 
@@ -838,7 +839,7 @@ def check_block_args(args: dict) -> None:
             raise UsageError("%s go%s with --input FILE" % (" and ".join(given),
                                                             "" if len(given) > 1 else "es"))
     if args["--blocksize"] is not None:
-        positive_int("--blocksize", args["--blocksize"])
+        blocksize(args)
     code = args["--task-success-code"]
     if code is not None and code != "0":
         positive_int("--task-success-code", code, 255)
@@ -877,8 +878,9 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
     """Job mode: jobs over node slots (see the scheduler, :mod:`classh.jobs`); the exit status."""
     from .jobs import JobSource, read_jobs
 
-    if 1 in closed and shows_per_host(args):
-        need_stdout(closed, "the job output", "redirect it, or use -q -o DIR")
+    if 1 in closed and (shows_per_host(args) or stdout_files(args)):
+        need_stdout(closed, "the job output" if shows_per_host(args)
+                    else " and ".join(stdout_files(args)), "redirect it, or use -q -o DIR")
     if args["--resume"] and not options.results:
         raise UsageError("--resume needs a results directory (-o DIR)")
     options = job_run_options(args, environ, options)
@@ -904,8 +906,9 @@ def run_jobs(args: dict, environ, options: Options, closed: frozenset) -> int:
         done = JobsDone(options.results)
         done_before = source.skip(done)  # before any file is made: a changed job is refused
     sinks = assemble(options, resume=args["--resume"], overwrite=args["--overwrite"],
-                     json_path=args["--json"], done=done.labels() if done else None,
-                     views=lambda skip: job_files(args, source) + job_views(args, out, err, source))
+                     json_path=args["--json"], stdout=out, done=done.labels() if done else None,
+                     views=lambda skip: (job_files(args, source, out)
+                                         + job_views(args, out, err, source)))
     followed = source.follow_node_files(args["--node"], args["--node-file"],
                                         expand=options.expand, max_hosts=options.max_hosts)
     show_plan(err, source, settings.run_id, done_before, options.results, followed)
@@ -933,8 +936,18 @@ def block_input(args: dict):
         return None
     from .blocks import BlockInput
 
-    size = positive_int("--blocksize", args["--blocksize"]) if args["--blocksize"] else 1
-    return BlockInput(args["--input"], size=size)
+    return BlockInput(args["--input"], size=blocksize(args))
+
+
+#: The most lines --blocksize takes (a block is cut at a billion lines).
+MAX_BLOCKSIZE = 10**9
+
+
+def blocksize(args: dict) -> int:
+    """--blocksize (default 1), from 1 to :data:`MAX_BLOCKSIZE` (else an OptionError)."""
+    if args["--blocksize"] is None:
+        return 1
+    return positive_int("--blocksize", args["--blocksize"], MAX_BLOCKSIZE)
 
 
 def show_plan(err: SafeStream, source, run_id: str, done_before: Optional[int],
@@ -959,11 +972,12 @@ def _notifier(err: SafeStream) -> Callable[[str], None]:
     return lambda line: _say(err, line)
 
 
-def job_files(args: dict, source) -> list:
-    """The files of a job run besides -o DIR: --joblog, --active-nodes."""
+def job_files(args: dict, source, out: SafeStream) -> list:
+    """The files of a job run besides -o DIR: --joblog (``-``: through ``out``), --active-nodes."""
     sinks = []
     if args["--joblog"]:
-        sinks.append(JobLog(args["--joblog"], overwrite=args["--overwrite"]))
+        sinks.append(JobLog(args["--joblog"], overwrite=args["--overwrite"],
+                            append=args["--resume"], stdout=out))  # --resume appends, as parallel
     if args["--active-nodes"]:
         sinks.append(ActiveNodes(args["--active-nodes"], source.active,
                                  run_id=source.job_options.run_id))
@@ -1036,6 +1050,15 @@ def read_input(names: List[str]) -> bytes:
             raise UsageError("-I sends classh's stdin to every host, so the host file %r (the "
                              "same stdin) cannot be read too: name the hosts otherwise" % name)
     return sys.stdin.buffer.read()
+
+
+def stdout_files(args: dict) -> List[str]:
+    """The options given that write to stdout: ``--json -``, ``--joblog -``, ``-S/-E -``
+    (``/dev/stdout`` too)."""
+    given = [name for name in ("--json", "--joblog") if args[name] in STDOUT_PATHS]
+    if set(STDOUT_PATHS) & set(args["--success"] + args["--failure"]):
+        given.append("-S/-E -")
+    return given
 
 
 def need_stdout(closed: frozenset, what: str, hint: str = "redirect it") -> None:

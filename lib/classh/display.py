@@ -84,6 +84,8 @@ class SafeStream:
         self._users = 0
         self._fd = -1
         self._pending = bytearray()
+        #: Written before the next data: a live status line's erasure (see StatusLine).
+        self.erase = b""
 
     # -- the event loop ------------------------------------------------
     def attach(self, loop) -> None:
@@ -127,9 +129,12 @@ class SafeStream:
 
     # -- writing -------------------------------------------------------
     def write(self, data: bytes, flush: bool = True) -> None:
-        """Write ``data`` (flushed) unless the reader has gone away; SinkError on failure."""
+        """Write ``data`` (flushed) unless the reader has gone away; SinkError on failure.
+        A status line shown there is erased first (``erase``)."""
         if self.broken or not data:
             return
+        if self.erase:
+            data, self.erase = self.erase + data, b""
         if self._fd >= 0:
             self._pending += data
             self._drain(block=len(self._pending) > self.MAX_PENDING)
@@ -423,9 +428,12 @@ class StatusLine(StreamObserver):
                                     self.running, rate, eta))
 
     def show(self) -> None:
-        """Redraw the line."""
+        """Redraw the line; any other line written to ``err`` erases it first (it is
+        drawn again at the next tick)."""
         if self.enabled:
+            self.err.erase = b""
             self.err.write(b"\r\033[K" + self.text().encode())
+            self.err.erase = b"\r\033[K"
             self.shown = True
 
     def close(self) -> None:
@@ -433,6 +441,7 @@ class StatusLine(StreamObserver):
         self.closed = True
         try:
             if self.shown:
+                self.err.erase = b""
                 self.err.write(b"\r\033[K")
         finally:
             super().close()

@@ -132,9 +132,14 @@ def parse_probe(exitcode: Optional[int], output: bytes) -> GpuReport:
     return GpuReport(gpus=gpus)
 
 
+#: The highest GPU index believed (a line with a higher one is not a GPU).
+MAX_GPU_INDEX = 4095
+
+
 def _gpu_line(line: str) -> Optional[Gpu]:
     parts = [part.strip() for part in line.split(",", 5)]
-    if len(parts) != 6 or not parts[0].isdigit():
+    if len(parts) != 6 or not (parts[0].isascii() and parts[0].isdigit()) \
+            or int(parts[0]) > MAX_GPU_INDEX:
         return None
     index, uuid, total, free, mig, name = parts
     return Gpu(index=int(index), uuid=None if uuid in _NOT_AVAILABLE else uuid,
@@ -159,6 +164,8 @@ def assess(gpu: Gpu, rule: GpuRule) -> Tuple[int, Optional[str], bool]:
     if rule.min_mib:
         if gpu.free_mib is None:
             return 0, "free memory [N/A]", False
+        if gpu.free_mib < 0:
+            return 0, "free memory %d MiB: not a real figure" % gpu.free_mib, False
         if gpu.total_mib is not None and gpu.total_mib < rule.min_mib:
             return 0, "%d MiB in all, --gpu-mem %d" % (gpu.total_mib, rule.min_mib), False
         if gpu.free_mib < rule.min_mib:

@@ -42,7 +42,8 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, 
 from .api import _Collector, _reraise, as_options
 from .gpus import GpuRule, assess, cuda_env, parse_probe, probe_command
 from .hostmode import ssh_reads_no_stdin
-from .options import Options, OptionError, positive_int, seconds
+from .muxnotes import MuxNotes
+from .options import Options, OptionError, not_negative, positive_int, seconds
 from .prompts import HostAuth
 from .remote import cut, remote_command, remote_task
 from .results import KILLED, OK, Record, ResultsError, SSH_ERROR, TIMEOUT, last_line, some_names
@@ -184,6 +185,8 @@ class JobOptions:
         self.success_code = int(self.success_code)
         self.gpu_check = seconds("gpu-check", self.gpu_check)
         self.init_timeout = seconds("init-timeout", self.init_timeout) or INIT_TIMEOUT
+        not_negative("stall-factor", self.stall_factor)
+        not_negative("stall-min", self.stall_min)
         try:
             if self.stall_factor is not None:  # 0 (or less) stays 0: no stall watch at all
                 self.stall_factor = seconds("stall-factor", self.stall_factor) or 0.0
@@ -461,13 +464,14 @@ class _Backup:
     ``record`` is set when it won (its record waits for the first copy's end to be
     published); ``lost`` when the first copy won or the run ends (it is being killed)."""
 
-    __slots__ = ("job", "link", "gpu", "started", "record", "task", "lost")
+    __slots__ = ("job", "link", "gpu", "started", "record", "task", "lost", "ended")
 
     def __init__(self, job: Job, link: _Link, gpu: Optional["_Gpu"], started: float):
         self.job, self.link, self.gpu, self.started = job, link, gpu, started
         self.record: Optional[Record] = None
         self.task: Optional[Task] = None
         self.lost = False
+        self.ended = False  # its kill by tag was sent
 
     @property
     def node(self) -> "_Node":
@@ -570,6 +574,12 @@ class JobSource(TaskSource):
         #: blocks' backup copies by job id (see _back_up): running, or won and waiting
         #: for the first copy's end, or lost and being killed
         self._backups: Dict[int, _Backup] = {}
+        #: Probes and GPU looks running (their task keys); ``_needless``: every job has
+        #: ended and no more can come, so they were ended (see _end_needless_looks).
+        self._looking: Set[str] = set()
+        self._needless = False
+        #: Blocks whose kill by tag was sent when they timed out (see timed_out).
+        self._ended_early: Set[int] = set()
         self._block_bytes = 0  # bytes of the blocks taken and not let go (MAX_BLOCK_BYTES)
         #: the stall watch: its policy (moving average, limit, decision) and its timer
         factor = job_options.stall_factor
@@ -662,6 +672,7 @@ class JobSource(TaskSource):
 
     def _enqueue_new(self, job: Job) -> Job:
         """A job the run did not know of: counted in ``jobs`` and put in line."""
+        self._needless = False  # probes count again (a node added while the run ends)
         self.jobs[job.id] = job
         self._enqueue(job)
         return job
@@ -725,7 +736,10 @@ class JobSource(TaskSource):
     def next_task(self) -> Optional[Task]:
         """A probe, else the next job on a free slot; None when nothing can start now."""
         if self._probes:
-            return self._probes.popleft()
+            task = self._probes.popleft()
+            if isinstance(task.context, (_Link, _GpuCheck)):
+                self._looking.add(task.key)
+            return task
         if self.paused or self.draining:
             return None
         limit = self.job_options.max_running
@@ -832,7 +846,8 @@ class JobSource(TaskSource):
                     input=job.data if first is None else first + (job.data or b""),
                     timeout=self.options.timeout, env=self._env,
                     context=(job, node.label) if backup is None else backup,
-                    attempt=job.attempts, auth=self._auth(), hold_stdin=watch_stdin, **extra)
+                    attempt=job.attempts, auth=self._auth(), hold_stdin=watch_stdin,
+                    stderr_notes=MuxNotes() if link.path is not None else None, **extra)
 
     def _tag(self, job: Job, backup: bool = False) -> str:
         """``CLASSH_TAG`` of ``job``'s processes: ``RUN.N``; its backup copy's ``RUN.0N``
@@ -872,6 +887,7 @@ class JobSource(TaskSource):
     def completed(self, task: Task, record: Record) -> bool:
         """Account for an ended probe or attempt; True when ``record`` is the job's final one."""
         if task.internal:
+            self._looking.discard(task.key)
             if isinstance(task.context, _Backup):
                 self._backup_ended(task, record)
             elif isinstance(task.context, _Kill):
@@ -882,12 +898,16 @@ class JobSource(TaskSource):
                 self._gpus_seen(task.context, record)
             else:
                 self._probed(task.context, record)
+            self._end_needless_looks()
             return False
         job, label = task.context
         node = self._by_label[label]
         link, gpu = self._release(job, node)
         self._describe(record, job, label, gpu)
-        if job.data is not None and record.status in (TIMEOUT, KILLED):
+        _keep_mux_notes(task, record)
+        if job.id in self._ended_early:
+            self._ended_early.discard(job.id)
+        elif job.data is not None and record.status in (TIMEOUT, KILLED):
             self._end_remote(job, link)
         if job.id in self._backups:
             final = self._first_copy_ended(job, node, link, record)
@@ -898,6 +918,7 @@ class JobSource(TaskSource):
             else:
                 self.counts["retried"] += 1
         self._check_nodes_left()
+        self._end_needless_looks()
         return final
 
     def _describe(self, record: Record, job: Job, label: str, gpu: Optional[_Gpu]) -> None:
@@ -906,7 +927,47 @@ class JobSource(TaskSource):
         record.attempt_nodes = list(job.nodes)
         record.gpu = gpu.index if gpu is not None else None
         record.block = job.identity
+        if job.data is not None:
+            record.extra["sent"] = len(job.data)  # the joblog's Send
         record.success_code = self.job_options.success_code
+    def _end_needless_looks(self) -> None:
+        """Every job has ended and none can come: the probes and GPU looks still to run
+        are dropped and the running ones killed, unjudged (a silent node held a finished
+        run for its whole connect timeout). Set-ups and kills by tag go on."""
+        if (self._running or self._queue or self._pinned or self._killing
+                or self._more_coming() or self._supervisor is None):
+            return
+        self._needless = True
+        for task in [task for task in self._probes if isinstance(task.context, (_Link, _GpuCheck))]:
+            self._probes.remove(task)
+            self._unplanned(task.context)
+        for key in list(self._looking):
+            self._supervisor.kill(key)
+
+    def timed_out(self, task: Task) -> None:
+        """A block ran past -t: its remote processes are ended by tag now. Through a shared
+        connection the master holds its pipes until they end, so waiting for the record
+        first cost the pipes' linger (-t 2 ended at 5.4 s)."""
+        if isinstance(task.context, _Backup):
+            self._end_backup_early(task.context)
+        elif not task.internal and task.context[0].data is not None:
+            self._end_early(task.context[0])
+
+    def _end_early(self, job: Job) -> None:
+        """End the running (first) copy of block ``job`` on its node by tag now, not once
+        its record is in (see timed_out)."""
+        if job.id in self._active and job.id not in self._killing:
+            self._end_remote(job, self._active[job.id][0])
+            self._ended_early.add(job.id)
+            self._supervisor.fill()
+
+    def _end_backup_early(self, backup: "_Backup") -> None:
+        """End a backup copy on its node by its tag now (as _end_early)."""
+        if not backup.ended:
+            backup.ended = True
+            self._end_remote(backup.job, backup.link, backup=True)
+            self._supervisor.fill()
+
 
     def _end_remote(self, job: Job, link: _Link, backup: bool = False) -> None:
         """A job with input was killed: its remote processes are ended by their tag (the
@@ -1219,8 +1280,9 @@ class JobSource(TaskSource):
         return False
 
     def _stopping(self) -> bool:
-        """True once the run is ending (a signal, a kill): no probe is judged."""
-        return self._supervisor is not None and self._supervisor.stopping
+        """True once the run is ending (a signal, a kill, every job done): no probe is
+        judged."""
+        return self._needless or (self._supervisor is not None and self._supervisor.stopping)
 
     # -- stalls ----------------------------------------------------------------
     def stall_limit(self) -> Optional[float]:
@@ -1337,6 +1399,7 @@ class JobSource(TaskSource):
         if line:
             self.notify(line)
         self._supervisor.kill("backup-%d" % backup.job.id)
+        self._end_backup_early(backup)
 
     def _backup_ended(self, task: Task, record: Record) -> None:
         """A backup copy ended. Lost before: nothing more. Succeeded (its output kept
@@ -1349,7 +1412,8 @@ class JobSource(TaskSource):
         self._free_slot(node, link, backup.gpu)
         self._describe(record, job, node.label, backup.gpu)
         record.host = "job-%d" % job.id
-        if record.status in (TIMEOUT, KILLED):
+        _keep_mux_notes(task, record)
+        if record.status in (TIMEOUT, KILLED) and not backup.ended:
             self._end_remote(job, link, backup=True)
         first = self._active.get(job.id)  # the first copy, while it runs
         if backup.lost or (self._stopping() and first is not None):
@@ -1390,6 +1454,7 @@ class JobSource(TaskSource):
         self.notify("job-%d: its backup copy on %s finished first: the copy on %s is ended"
                     % (job.id, backup.node.label, slow.label))
         self._supervisor.kill("job-%d" % job.id)
+        self._end_early(job)
         self._penalize(slow, self._stall.limit() or 0.0)
 
     def _public_task(self, task: Task, job: Job) -> Task:
@@ -1442,8 +1507,12 @@ class JobSource(TaskSource):
 
     def _check_nodes_left(self) -> None:
         """With no node left, every job still waiting is undone."""
+        if self._alive:
+            return
+        if self.blocks is not None and not (self.blocks.done or self._queue or self.blocks.held()):
+            self._take_block()  # a file is read as blocks are taken: is there one more?
         blocks = self.blocks is not None and not self.blocks.done
-        if self._alive or not (self._queue or blocks):
+        if not (self._queue or blocks):
             return
         while blocks and self.blocks.held():
             self._take_block()
@@ -1768,6 +1837,15 @@ def _pool_change(added: List[NodeSpec], removed: List[str], kept: List[str]) -> 
     if kept:
         parts.append("slot count changes ignored for nodes in use: " + some_names(kept))
     return "; ".join(parts)
+
+
+def _keep_mux_notes(task: Task, record: Record) -> None:
+    """ssh's notes on its master (taken off the job's stderr as it came) go back at the
+    start of an ssh error's stderr: they say why it failed (see _MUX_REFUSED)."""
+    notes = task.stderr_notes.notes if task.stderr_notes is not None else b""
+    if notes and record.status == SSH_ERROR:
+        record.stderr = notes + record.stderr
+        record.stderr_size += len(notes)
 
 
 def _strip_mux_line(record: Record) -> None:

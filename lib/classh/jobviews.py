@@ -11,14 +11,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import time
 from typing import Callable, Dict, List, Optional
 
 from .display import SafeStream, StatusLine, StreamObserver, _indent
 from .remote import cut
 from .observers import Observer, SinkError
-from .results import (OK, SSH_ERROR, SSH_ERROR_EXIT, NewFile, Record, ResultsError, Tally,
-                      describe_exit, json_line, some_names, write_new)
+from .results import (OK, SSH_ERROR, SSH_ERROR_EXIT, STDOUT_PATHS, NewFile, Record,
+                      ResultsError, Tally, check_plain_file, describe_exit, json_line,
+                      some_names, write_new)
 
 __all__ = ["JobOutput", "JobStatusLine", "JobLog", "ActiveNodes", "job_summary_line",
            "JOB_FORMATS", "JOBLOG_HEADER", "joblog_row", "job_plan"]
@@ -216,7 +218,8 @@ def job_plan(run_id: str, jobs: int, streamed: bool, nodes: int, slots: int,
             else "jobs: streamed (read as they arrive)")
     if blocks is not None:
         paths = blocks.paths
-        work = ("blocks: %d lines each from %s" % (blocks.size, paths[0]) if len(paths) == 1
+        work = ("blocks: %d line%s each from %s" % (blocks.size, "" if blocks.size == 1 else "s",
+                                                     paths[0]) if len(paths) == 1
                 else "blocks: %d files, one block each" % len(paths))
     if done_before is not None and blocks is not None:
         work += "; those done before in %s are skipped" % results
@@ -258,8 +261,10 @@ def joblog_row(record: Record) -> bytes:
 
     Exitval is the exit code (255 for an ssh error, -1 when the job was
     killed or timed out, as parallel writes it); Signal the signal number
-    or 0; Receive the bytes of stdout; Send 0 (jobs get no input). Tabs and
-    newlines in the command are written as spaces (one row a line).
+    (SIGTERM, the one classh sends, for a job timed out or killed without
+    one known), else 0; Receive the bytes of stdout; Send those of the
+    block's input (0 for a job: no input). Tabs and newlines in the command
+    are written as spaces (one row a line).
     """
     if record.status == SSH_ERROR:
         exitval = SSH_ERROR_EXIT
@@ -268,20 +273,25 @@ def joblog_row(record: Record) -> bytes:
     else:
         exitval = record.exitcode
     command = (record.command or "").replace("\t", " ").replace("\n", " ")
-    return ("%d\t%s\t%.3f\t%.3f\t0\t%d\t%d\t%d\t%s\n" % (
+    killed = signal.SIGTERM if record.timed_out or record.interrupted else 0
+    return ("%d\t%s\t%.3f\t%.3f\t%d\t%d\t%d\t%d\t%s\n" % (
         record.job or 0, job_where(record), record.started, record.duration,
-        record.stdout_size, exitval, record.signal or 0, command)).encode(errors="surrogateescape")
+        record.extra.get("sent", 0), record.stdout_size, exitval, record.signal or killed,
+        command)).encode(errors="surrogateescape")
 
 
 class JobLog(NewFile):
     """``--joblog FILE``: GNU parallel's TAB-separated joblog, one row per job's final record
-    (a new file, never written through a symlink; see :class:`~classh.results.NewFile`)."""
+    (a new file, never written through a symlink; ``-``: stdout; ``append`` (``--resume``):
+    rows after those there, the header only in an empty file; see
+    :class:`~classh.results.NewFile`)."""
 
     what = "joblog"
 
-    def __init__(self, path: str, overwrite: bool = False):
-        super().__init__(path, overwrite)
-        self.append(JOBLOG_HEADER)
+    def __init__(self, path: str, overwrite: bool = False, append: bool = False, stdout=None):
+        super().__init__(path, overwrite, append, stdout)
+        if self.empty:
+            self.append(JOBLOG_HEADER)
 
     def finished(self, task, record: Record) -> None:
         """Append the job's row."""
@@ -310,8 +320,9 @@ class ActiveNodes(Observer):
         self.loop = None
         self._timer = None
         directory = os.path.dirname(os.path.abspath(path))
-        if os.path.isdir(path):
-            raise ResultsError("--active-nodes %r is a directory" % path)
+        if path in STDOUT_PATHS:
+            raise ResultsError("--active-nodes %r: it is a file rewritten whole, not stdout" % path)
+        check_plain_file(path, "--active-nodes", "")  # never renamed over a link or a device
         if not os.path.isdir(directory):
             raise ResultsError("--active-nodes %r: no directory %r" % (path, directory))
         self._temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))

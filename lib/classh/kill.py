@@ -15,8 +15,10 @@ killed ``classh --kill`` leaves its short script to finish). It runs a POSIX
   ``xRUN.1``, ``RUN2.1`` or a command line mentioning the tag never match.
 * ends the process group of every match (the job's shell, its watchdog and
   its children are in it; sshd gives each session a group of its own) with
-  SIGTERM, then SIGKILL after :data:`GRACE` seconds for the groups still
-  there. It never signals its own group, nor groups 0 and 1.
+  SIGTERM, then SIGKILL for the groups still there once every matching
+  process has ended (a zombie counts as ended) or after :data:`GRACE`
+  seconds (looked at every 0.1 s: processes that end at once cost no
+  wait). It never signals its own group, nor groups 0 and 1.
 * prints ``N processes``: how many tagged processes it found.
 
 Its exit status is 0 whatever it found; 3 on a host without ``/proc``.
@@ -44,21 +46,29 @@ _JOB_ID = re.compile(r"[0-9]{1,18}\Z")
 _SCRIPT = "; ".join([
     'test -r /proc/self/environ || { echo "%s: no /proc/PID/environ on this host" >&2; exit 3; }'
     % NAME,
-    # The process group of pid $1, into $g (read and set: no subshell, no fork).
-    'pgid() { g=; IFS= read -r s < /proc/$1/stat || return 1; s=${s##*\\) }; set -- $s; g=$3; }',
-    'pgid $$; mine=$g; n=0; groups=" "',
+    # The state and process group of pid $1, into $st and $g (read and set: no subshell,
+    # no fork).
+    'pgid() { g=; IFS= read -r s < /proc/$1/stat || return 1; s=${s##*\\) }; set -- $s; st=$1; '
+    'g=$3; }',
+    'pgid $$; mine=$g; n=0; groups=" "; pids=',
     'for f in $(grep -l -F -e "$1" /proc/[0-9]*/environ 2>/dev/null); do '
     'p=${f#/proc/}; p=${p%/environ}; '
     'test "$p" = $$ && continue; '
     "tr '\\012\\000' '\\001\\012' 2>/dev/null < $f | grep -q -x -e \"$2\" || continue; "
     'pgid $p 2>/dev/null || continue; '
     'test "$g" -gt 1 && test "$g" != "$mine" || continue; '
-    'n=$((n + 1)); '
+    'n=$((n + 1)); pids="$pids $p"; '
     'case $groups in *" $g "*) ;; *) groups="$groups$g ";; esac; '
     'done',
     'for g in $groups; do kill -TERM -$g 2>/dev/null; done',
-    'left=; for g in $groups; do kill -0 -$g 2>/dev/null && left="$left $g"; done',
-    'test -z "$left" || { sleep %d; for g in $left; do kill -KILL -$g 2>/dev/null; done; }' % GRACE,
+    # Wait while a tagged process still runs (a zombie does not: where init reaps late,
+    # kill -0 would count it), looking every 0.1 s for GRACE s (where sleep takes no
+    # fraction: GRACE s once); then SIGKILL the groups still there.
+    'i=0; while :; do left=; for p in $pids; do '
+    'pgid $p 2>/dev/null && test "$st" != Z && { left=$p; break; }; done; '
+    'test -z "$left" && break; test $i -ge %d && break; i=$((i + 1)); '
+    'sleep 0.1 2>/dev/null || { sleep %d; i=%d; }; done' % (GRACE * 10, GRACE, GRACE * 10),
+    'for g in $groups; do kill -0 -$g 2>/dev/null && kill -KILL -$g 2>/dev/null; done',
     'test $n = 1 && echo "1 process" || echo "$n processes"',
 ])
 

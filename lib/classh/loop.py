@@ -157,6 +157,8 @@ class EventLoop:
     def __init__(self):
         self._selector = selectors.DefaultSelector()
         self._fds: Dict[int, _FdHandlers] = {}
+        #: fds the selector cannot wait on (a device such as /dev/null, a regular file): ready
+        self._always: Dict[int, _FdHandlers] = {}
         self._timers: List[tuple] = []
         self._cancelled_timers = 0
         self._seq = itertools.count()
@@ -242,15 +244,35 @@ class EventLoop:
                 return
             handlers = self._fds[fd] = _FdHandlers()
             setattr(handlers, kind, callback)
-            self._selector.register(fd, handlers.events(), handlers)
+            self._register(fd, handlers)
             return
         setattr(handlers, kind, callback)
         events = handlers.events()
+        if fd in self._always:
+            if not events:
+                del self._always[fd], self._fds[fd]
+            return
         if events:
             self._selector.modify(fd, events, handlers)
         else:
             self._selector.unregister(fd)
             del self._fds[fd]
+
+    def _register(self, fd: int, handlers: _FdHandlers) -> None:
+        """Watch ``fd``; one that epoll refuses (EPERM: /dev/null, /dev/zero, a regular
+        file) is always ready, as poll(2) would say: its handlers run every round."""
+        try:
+            self._selector.register(fd, handlers.events(), handlers)
+        except PermissionError:
+            self._always[fd] = handlers
+
+    def _run_always_ready(self) -> None:
+        """Call the handlers of the fds that are always ready (each may remove itself)."""
+        for fd, handlers in list(self._always.items()):
+            if handlers.reader and self._always.get(fd) is handlers:
+                handlers.reader()
+            if handlers.writer and self._always.get(fd) is handlers:
+                handlers.writer()
 
     # -- timers --------------------------------------------------------
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
@@ -357,12 +379,15 @@ class EventLoop:
         wait = self._next_timeout()
         if timeout is not None:
             wait = timeout if wait is None else min(wait, timeout)
+        if self._always:
+            wait = 0
         for key, mask in self._selector.select(wait):
             handlers = key.data
             if mask & _READ and handlers.reader:
                 handlers.reader()
             if mask & _WRITE and handlers.writer:
                 handlers.writer()
+        self._run_always_ready()
         if self._polling and self._children:
             self._reap_each()
         elif self.children_may_have_exited:

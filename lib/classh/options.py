@@ -161,6 +161,16 @@ def seconds(name: str, value) -> Optional[float]:
     return number if number > 0 else None
 
 
+def not_negative(name: str, value) -> None:
+    """OptionError when ``value`` is a negative number: a typo, not 'none' (0 says that)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return  # not a number at all: the caller's own check names it
+    if number < 0:
+        raise OptionError("%s must be 0 or more, not %r" % (name, value))
+
+
 def port_number(value) -> int:
     """A TCP port 1-65535, else OptionError naming it."""
     number = _whole_number(value)

@@ -11,8 +11,9 @@ import errno
 import json
 import os
 import signal as _signal
+import stat
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from .observers import Observer, SinkError
 
@@ -23,6 +24,7 @@ __all__ = [
     "record_to_dict", "record_from_dict", "json_line", "load_results",
     "ResultsDir", "ResultsError", "NewFile", "JsonFile", "prepare_results_dir", "result_path",
     "open_new", "write_new", "open_directory", "ret_text", "write_all",
+    "STDOUT_PATHS", "check_plain_file", "open_record_file",
 ]
 
 OK = "ok"
@@ -607,29 +609,92 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-class NewFile(Observer):
-    """A sink appending to one new file that every record goes to (``--json``, ``--joblog``).
+#: Paths that mean classh's own stdout for a file of records (GNU parallel's ``--joblog -``).
+STDOUT_PATHS = ("-", "/dev/stdout")
 
-    The file must not exist (``overwrite``: an existing one is unlinked and
-    made anew) and is never opened through a symlink. A write error raises
-    :class:`SinkError` with ``host=None``: every record goes there, so the
-    run ends cleanly. ``what`` names the file in messages.
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_plain_file(path: str, what: str, hint: str = " (or - for stdout)") -> bool:
+    """True when ``path`` exists as a regular file, False when nothing is there; a
+    ResultsError for anything else (a link, a device, a pipe...): classh replaces or
+    unlinks none of them. ``hint`` ends the message."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ResultsError("cannot write %s %r: %s" % (what, path, exc.strerror)) from None
+    if stat.S_ISREG(mode):
+        return True
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    raise ResultsError("%s %r is %s: give a regular file%s" % (what, path, kind, hint))
+
+
+def open_record_file(path: str, what: str, overwrite: bool = False,
+                     append: bool = False) -> Tuple[int, bool]:
+    """``(fd, empty)``: where a file of records is written, and whether it starts empty.
+
+    ``-`` and ``/dev/stdout`` are classh's stdout. Otherwise the path must be
+    new, or a regular file that ``overwrite`` truncates or ``append`` extends;
+    a link, device, pipe... is refused (ResultsError), nothing is ever unlinked
+    and no symlink is followed (``O_NOFOLLOW``, checked again once open).
+    """
+    if path in STDOUT_PATHS:
+        return os.dup(1), True
+    exists = check_plain_file(path, what)
+    if exists and not (overwrite or append):
+        raise ResultsError("%s %r exists: classh never overwrites results (use --overwrite)"
+                           % (what, path))
+    try:
+        if not exists:
+            return open_new(path), True
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | _NOFOLLOW | _CLOEXEC
+                     | (os.O_APPEND if append else 0))
+    except FileExistsError:
+        raise ResultsError("%s %r appeared while classh started: not overwritten"
+                           % (what, path)) from None
+    except OSError as exc:
+        raise ResultsError("cannot write %s %r: %s" % (what, path, exc.strerror)) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ResultsError("%s %r is not a regular file any more: not written" % (what, path))
+    os.set_blocking(fd, True)
+    if not append:
+        os.ftruncate(fd, 0)
+    return fd, not append or info.st_size == 0
+
+
+class NewFile(Observer):
+    """A sink appending to one file that every record goes to (``--json``, ``--joblog``).
+
+    The file must not exist (``overwrite``: an existing regular file is
+    truncated; ``append``: written after what it holds); ``-`` and
+    ``/dev/stdout`` are classh's stdout; see :func:`open_record_file`. A write
+    error raises :class:`SinkError` with ``host=None``: every record goes
+    there, so the run ends cleanly. ``what`` names the file in messages;
+    ``empty`` says whether it started empty. ``stdout`` (a stream with
+    ``write``, e.g. the display's): what stdout paths are written through, so
+    that rows never land inside another writer's output.
     """
 
     what = "file"
 
-    def __init__(self, path: str, overwrite: bool = False):
+    def __init__(self, path: str, overwrite: bool = False, append: bool = False,
+                 stdout=None):
         self.path = path
-        try:
-            self._fd = open_new(path, replace=overwrite)
-        except FileExistsError:
-            raise ResultsError("%s %r exists: classh never overwrites results (use --overwrite)"
-                               % (self.what, path)) from None
-        except OSError as exc:
-            raise ResultsError("cannot write %s %r: %s" % (self.what, path, exc.strerror)) from None
+        self.stdout = stdout if path in STDOUT_PATHS else None
+        self._fd, self.empty = (-1, True) if self.stdout is not None else open_record_file(
+            path, self.what, overwrite, append)
 
     def append(self, data: bytes) -> None:
         """Write ``data`` at the end of the file (SinkError on failure; nothing after one)."""
+        if self.stdout is not None:
+            self.stdout.write(data)
+            return
         if self._fd < 0:
             return
         try:

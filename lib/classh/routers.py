@@ -26,8 +26,8 @@ import signal as _signal
 from typing import Iterable, List, Optional
 
 from .observers import Observer, SinkError
-from .results import (Record, ResultsError, open_directory, open_new, result_path, ret_text,
-                      write_all)
+from .results import (STDOUT_PATHS, Record, ResultsError, open_directory, open_new, result_path,
+                      ret_text, write_all)
 from .spawn import SpawnError, find_executable, spawn
 
 __all__ = ["RouterError", "make_router", "Routing", "Router", "StdoutRouter", "DirectoryRouter",
@@ -343,7 +343,7 @@ def make_router(dest: str, failures: bool, out, source: Optional[str] = None) ->
     """The router for ``-S DEST`` (``failures`` False) or ``-E DEST`` (True); see the
     module's docstring for the rule. RouterError names a destination refused."""
     label = "-E" if failures else "-S"
-    if dest == "-":
+    if dest in STDOUT_PATHS:  # "-" or /dev/stdout, as for --joblog
         return StdoutRouter(out)
     if dest.startswith("|"):
         command = dest[1:].strip()

@@ -286,7 +286,7 @@ def assemble(options: Options, *, mode: Sequence[Observer] = (), stdout_is_data:
              resume: bool = False, overwrite: bool = False, json_path: Optional[str] = None,
              routing: Optional[Callable[[set], Optional[Observer]]] = None,
              views: Callable[[set], Sequence[Observer]] = lambda skip: (),
-             done: Optional[set] = None) -> Sinks:
+             done: Optional[set] = None, stdout=None) -> Sinks:
     """The observers for a run over ``options``; the results directory is prepared here.
 
     ``stdout_is_data``: the tasks' stdout is a data stream the mode sinks
@@ -296,7 +296,8 @@ def assemble(options: Options, *, mode: Sequence[Observer] = (), stdout_is_data:
     what ``summary.jsonl`` says, see :mod:`classh.resume`).
     ``routing`` and ``views`` are called with ``skip`` once the results
     directory was accepted, so a refused run creates no router file (nor any
-    other file a view makes).
+    other file a view makes). ``stdout``: the display's stream, which a ``--json -``
+    (or ``/dev/stdout``) is written through.
     """
     from .results import JsonFile, ResultsDir, prepare_results_dir
 
@@ -312,7 +313,7 @@ def assemble(options: Options, *, mode: Sequence[Observer] = (), stdout_is_data:
         sinks.observers.append(ResultsDir(options.results, replace=resume or overwrite,
                                           stdout=not stdout_is_data, protect=sinks.skip))
     if json_path:
-        sinks.observers.append(JsonFile(json_path, overwrite=overwrite))
+        sinks.observers.append(JsonFile(json_path, overwrite=overwrite, stdout=stdout))
     if router is not None:
         sinks.observers.append(router)
     sinks.observers += list(views(sinks.skip))

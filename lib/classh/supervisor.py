@@ -73,6 +73,9 @@ class Task:
     #: whatever the run's ``keep`` (a probe whose output the source reads); a number:
     #: that many bytes of each (job mode's backup copy of a block, see :meth:`Supervisor.publish`).
     keep_output: Union[bool, int] = False
+    #: A filter of stderr (``feed(data)`` -> bytes: see :class:`classh.muxnotes.MuxNotes`)
+    #: taking ssh's own lines off its start before anyone sees them.
+    stderr_notes: object = None
 
 
 class TaskSource:
@@ -111,6 +114,9 @@ class TaskSource:
         """``task``'s attempt ended with ``record``; True when that is its final record
         (False: the source runs it again, or the task was internal)."""
         return True
+
+    def timed_out(self, task: Task) -> None:
+        """``task`` ran past its timeout and is being killed (its record comes later)."""
 
     def attach(self, loop: EventLoop, supervisor: "Supervisor") -> None:
         """Called once before the first task is asked for."""
@@ -403,8 +409,11 @@ class Supervisor:
         capture = child.captures[stream]
         task = child.task
         auth = task.auth if stream == 2 and task.auth and task.auth.uses_stdin else None
+        notes = task.stderr_notes if stream == 2 else None
 
         def deliver(data: bytes) -> None:
+            if notes is not None:
+                data = notes.feed(data)
             if data:
                 capture.write(data)
                 if child.linger is not None:
@@ -509,6 +518,9 @@ class Supervisor:
         child.timer = None
         child.record.timed_out = True
         self._terminate(child.pid, signal.SIGTERM)
+        hook = getattr(self._source, "timed_out", None)
+        if hook is not None:
+            hook(child.task)
 
     def _terminate(self, pgid: int, sig: int) -> None:
         """Signal a child's process group; SIGTERM is followed by SIGKILL after the grace."""
