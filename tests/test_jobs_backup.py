@@ -91,12 +91,15 @@ def test_a_hanging_block_gets_a_backup_copy_that_wins_and_shows_once(classh, tmp
 
 def test_the_first_copy_winning_over_a_slower_backup_ends_the_backup(classh, tmp_path,
                                                                       remote_dir, sweep):
-    """--retries 1: the watch never fails a slow block (it killed its last attempt)."""
+    """--retries 1: the watch never fails a slow block (it killed its last attempt). An
+    explicit factor of 2 keeps the limit well under the slow copy's 6 s on a loaded machine;
+    blocks are backed up whatever the factor."""
     mark, hang = with_marker("sleep {m}")
     sweep.append(mark)
     results = str(tmp_path / "r")
     r = classh("--node", "node[1-2]*2", "--input", blocks_file(tmp_path, 8), "-k", "--task",
-               copies_task(remote_dir, "sleep 6", hang), "--stall-min", "1", "--retries", "1",
+               copies_task(remote_dir, "sleep 6", hang), "--stall-min", "1", "--stall-factor", "2",
+               "--retries", "1",
                "-o", results)
     assert r.rc == 0, r
     assert r.out.split() == [str(i) for i in range(1, 9)], r
@@ -106,3 +109,26 @@ def test_the_first_copy_winning_over_a_slower_backup_ends_the_backup(classh, tmp
     [record] = summary_of(results, 3)
     assert record["node"] == slow and record["status"] == "ok", record
     assert leftovers(mark) == []  # the backup copy was ended on the target
+
+
+def test_a_failed_backup_leaves_the_first_copy_to_win(classh, tmp_path, remote_dir, sweep):
+    r = classh("--node", "node[1-2]*2", "--input", blocks_file(tmp_path, 8), "-k", "--task",
+               copies_task(remote_dir, "sleep 5", "exit 1"), "--stall-min", "1", "--stall-factor", "2",
+               "--retries", "1")
+    assert r.rc == 0, r
+    assert r.out.split() == [str(i) for i in range(1, 9)], r
+    slow = node_after(r.err, "job-3 stalled on ")
+    backup = node_after(r.err, "a backup copy starts on ")
+    assert ("job-3: its backup copy on %s failed (exit status 1): the copy on %s goes on"
+            % (backup, slow)) in r.err, r.err
+
+
+def test_a_backup_writing_more_than_it_may_keep_is_given_up(classh, tmp_path, remote_dir, sweep):
+    """Memory stays bounded: a backup copy keeps 4 MiB of each stream; one that writes more
+    cannot win, and the first copy goes on."""
+    r = classh("--node", "node[1-2]*2", "--input", blocks_file(tmp_path, 8), "-k", "--task",
+               copies_task(remote_dir, "sleep 5", "head -c 5000000 /dev/zero"),
+               "--stall-min", "1", "--stall-factor", "2", "--retries", "1")
+    assert r.rc == 0, r
+    assert r.out.split() == [str(i) for i in range(1, 9)], r.err
+    assert "its output passed 4 MiB, what a backup copy keeps): the copy on" in r.err, r.err
