@@ -1696,8 +1696,9 @@ class JobSource(TaskSource):
         if node.state not in (PROBING, READY):
             return
         self._follow.removed.add(node.label)
-        for task in [task for task in self._probes  # a kill by tag still runs
-                     if task.context.node is node and not isinstance(task.context, _Kill)]:
+        for task in [task for task in self._probes  # a kill by tag (or backup copy) still runs
+                     if task.context.node is node
+                     and not isinstance(task.context, (_Kill, _Backup))]:
             self._probes.remove(task)
             self._unplanned(task.context)
         self._leave(node, RETIRED)
