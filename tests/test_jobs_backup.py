@@ -132,3 +132,20 @@ def test_a_backup_writing_more_than_it_may_keep_is_given_up(classh, tmp_path, re
     assert r.rc == 0, r
     assert r.out.split() == [str(i) for i in range(1, 9)], r.err
     assert "its output passed 4 MiB, what a backup copy keeps): the copy on" in r.err, r.err
+
+
+def test_when_both_copies_fail_the_retry_rules_apply(classh, tmp_path, remote_dir, sweep):
+    """Block 3 fails slowly on its first copy and at once on its backup: it runs a third
+    time (--retries 3) and succeeds; the summary counts the three attempts."""
+    first, second = os.path.join(remote_dir, "a"), os.path.join(remote_dir, "b")
+    task = ('read x; if test "$x" = 3; then if mkdir %s 2>/dev/null; then sleep 5; exit 1; '
+            'elif mkdir %s 2>/dev/null; then exit 1; fi; fi; sleep 0.5; echo "$x"'
+            % (first, second))
+    results = str(tmp_path / "r")
+    r = classh("--node", "node[1-2]*2", "--input", blocks_file(tmp_path, 8), "-k", "--task", task,
+               "--stall-min", "1", "--stall-factor", "2", "-o", results)
+    assert r.rc == 0, r
+    assert r.out.split() == [str(i) for i in range(1, 9)], r
+    assert "job-3: its backup copy on node" in r.err and "failed (exit status 1)" in r.err, r.err
+    [record] = summary_of(results, 3)
+    assert record["attempts"] == 3 and record["status"] == "ok", (record, r.err)

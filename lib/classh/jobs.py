@@ -574,6 +574,8 @@ class JobSource(TaskSource):
         #: blocks' backup copies by job id (see _back_up): running, or won and waiting
         #: for the first copy's end, or lost and being killed
         self._backups: Dict[int, _Backup] = {}
+        #: job id -> the start of its first copy that got a backup (one backup per copy)
+        self._backed_up: Dict[int, float] = {}
         #: Probes and GPU looks running (their task keys); ``_needless``: every job has
         #: ended and no more can come, so they were ended (see _end_needless_looks).
         self._looking: Set[str] = set()
@@ -703,6 +705,7 @@ class JobSource(TaskSource):
 
     def _let_go(self, job: Job) -> None:
         """``job`` will not run again: its block's bytes are freed."""
+        self._backed_up.pop(job.id, None)
         if job.data is not None:
             self._block_bytes -= len(job.data)
             job.data = None
@@ -1313,12 +1316,14 @@ class JobSource(TaskSource):
 
     def _may_act(self, job: Job, node: _Node) -> bool:
         """True when the watch may act on ``job``, running on ``node``, should it stall: a
-        job waits that could use its slot; a block has no backup copy yet, and a slot is
-        free on another node for one (within MAX_BACKUPS)."""
+        job waits that could use its slot; a block's running copy has had no backup copy
+        (one each), and a slot is free on another node for one (within MAX_BACKUPS, not
+        while paused or draining, within --numjobs)."""
         if self.blocks is None:
             return self._waits_for(node)
         limit = self.job_options.max_running
         return (job.id not in self._backups and len(self._backups) < MAX_BACKUPS
+                and self._backed_up.get(job.id) != job.started
                 and not (self.paused or self.draining)
                 and (limit is None or self._running < limit)
                 and self._slot_elsewhere(node) is not None)
@@ -1364,6 +1369,7 @@ class JobSource(TaskSource):
         self._free.remove(slot)
         link, gpu = self._occupy(job, slot)
         backup = self._backups[job.id] = _Backup(job, link, gpu, self._stall.now())
+        self._backed_up[job.id] = job.started
         self.notify("job-%d stalled on %s (%.1f s, the limit is %.1f s): a backup copy starts "
                     "on %s, the first to finish wins" % (job.id, node.label, ran, limit,
                                                           link.node.label))
