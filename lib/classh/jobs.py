@@ -971,7 +971,6 @@ class JobSource(TaskSource):
             self._end_remote(backup.job, backup.link, backup=True)
             self._supervisor.fill()
 
-
     def _end_remote(self, job: Job, link: _Link, backup: bool = False) -> None:
         """A job with input was killed: its remote processes are ended by their tag (the
         watchdog sees no end of its input through a shared connection). The job runs
