@@ -74,7 +74,7 @@ class ControlDir:
 
     def __init__(self, env: Optional[dict] = None):
         self.path = os.path.join(tempfile.gettempdir(), "%s%d-%s" % (
-            PREFIX, os.getpid(), secrets.token_hex(8)))
+            PREFIX, os.getpid(), secrets.token_hex(4)))  # short: sockets live in it
         self._env = env
         self._lock: Optional[int] = None
         self._keeper: Optional[Spawned] = None
@@ -99,13 +99,12 @@ class ControlDir:
         self._swept = sweep_dead_runs(self._env)
         try:
             os.mkdir(self.path, 0o700)
+            try:
+                self._lock = _hold_lock(self.path)
+            except OSError:
+                shutil.rmtree(self.path, ignore_errors=True)
+                raise
         except OSError as exc:
-            raise OSError(exc.errno, "cannot create control directory %r: %s"
-                          % (self.path, exc.strerror)) from None
-        try:
-            self._lock = _hold_lock(self.path)
-        except OSError as exc:
-            shutil.rmtree(self.path, ignore_errors=True)
             raise OSError(exc.errno, "cannot create control directory %r: %s"
                           % (self.path, exc.strerror)) from None
         self._made = True
@@ -124,12 +123,9 @@ class ControlDir:
             keeper = _start_keeper(self.path, self._env, hold=False)
         elif keeper.stdin is not None:
             os.close(keeper.stdin)
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
-        deadline = time.monotonic() + wait
         if keeper is not None:
-            _reap(keeper.pid, deadline)
+            _reap(keeper.pid, time.monotonic() + wait)
+        os.close(self._lock)  # the run is over: a sweep may take what the keeper left
         for swept in self._swept:
             _reap(swept.pid, time.monotonic())
 
