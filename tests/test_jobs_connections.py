@@ -171,6 +171,21 @@ def test_block_tasks_and_masters_end_when_classh_is_killed(fleet, tmp_path, swee
         "block tasks still running on the target"
 
 
+def test_logins_of_their_own_end_with_a_killed_classh_too(fleet, tmp_path, sweep, private_tmp):
+    mark, _ = with_marker("{m}")
+    sweep.append(mark)
+    data = tmp_path / "in"
+    data.write_text("1\n2\n")
+    proc = start(fleet.ssh_command, ["--no-reuse", "--node", "node1*2", "--input", str(data),
+                                     "--task", "cat >/dev/null; sleep %s" % mark],
+                 {"TMPDIR": private_tmp})
+    running_on_target(mark, 2)
+    proc.kill()
+    finish(proc)
+    assert wait_for(lambda: not pids_of(mark) and not os.listdir(private_tmp), 10), \
+        (pids_of(mark), os.listdir(private_tmp))
+
+
 def test_a_stale_directory_of_a_dead_run_is_swept_at_start(fleet, tmp_path, sweep, private_tmp):
     mark, _ = with_marker("{m}")
     sweep.append(mark)

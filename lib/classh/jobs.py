@@ -51,7 +51,7 @@ from .resume import JobsDone
 from .blocks import BlockInput
 from .nodesetup import NodeSetup
 from .kill import kill_command
-from .masters import ControlDir
+from .masters import MARK, ControlDir
 from .run import Run, assemble
 from .spawn import SpawnError, raise_fd_limit, spawn
 from .stalls import StallWatch
@@ -505,9 +505,11 @@ class JobSource(TaskSource):
         self._ssh_commands: Dict[Optional[str], Tuple[SshCommand, bool]] = {}
         self._setup = setup or NodeSetup()  # a node's wd is made even without init files
         self._env = dict(os.environ)
-        self._control_dir: Optional[ControlDir] = None  # made when the run starts (attach)
-        if job_options.reuse and not options.persist:
-            self._control_dir = ControlDir(self._env)
+        #: made when the run starts (attach); its keeper ends what classh leaves if it dies
+        self._control_dir: Optional[ControlDir] = ControlDir(self._env)
+        if not options.persist:  # (a --persist master, shared, must outlive any run)
+            self._env[MARK] = self._control_dir.path  # the keeper knows classh's children by it
+        self._private = job_options.reuse and not options.persist  # private masters
         self._opening = 0  # slots of the connections being opened (probed)
         self._growable: Deque[_Node] = deque()  # admitted nodes with connections not opened
         self._gpus = job_options.gpu_rule
@@ -579,7 +581,7 @@ class JobSource(TaskSource):
 
     def _link_sizes(self, slots: int) -> List[int]:
         """One connection per SESSIONS_PER_MASTER slots (one in all without private masters)."""
-        if self._control_dir is None:
+        if not self._private:
             return [slots]
         full, rest = divmod(slots, SESSIONS_PER_MASTER)
         return [SESSIONS_PER_MASTER] * full + ([rest] if rest else [])
@@ -590,7 +592,7 @@ class JobSource(TaskSource):
         for size in sizes:
             index = len(node.links)
             path = None
-            if self._control_dir is not None:
+            if self._private:
                 path = self._control_dir.socket("%d-%d" % (node.number, index))
             link = _Link(node, index, size, path)
             node.links.append(link)
@@ -725,11 +727,10 @@ class JobSource(TaskSource):
     def attach(self, loop, supervisor) -> None:
         """Make the masters' directory; start reading the streamed job files and the blocks'
         input."""
-        if self._control_dir is not None:
-            try:
-                self._control_dir.make()
-            except OSError as exc:
-                raise JobError(exc.strerror) from None
+        try:
+            self._control_dir.make()
+        except OSError as exc:
+            raise JobError(exc.strerror) from None
         self._loop, self._supervisor = loop, supervisor
         self.streams.on_batch = self._lines_read
         self.streams.attach(loop)

@@ -13,7 +13,10 @@ master outlives the ssh that opened it (``ControlPersist``), so something must e
   master whose socket is there, waits until their sockets are gone (a master removes its
   socket as it exits) for at most :data:`KEEPER_WAIT` seconds, then removes the directory.
   A master's end closes its connection: sshd's session process then exits and the remote
-  watchdog of a task with input (it watches that process) ends the task.
+  watchdog of a task with input (it watches that process) ends the task. If classh died
+  (it did not say ``closed`` first), the keeper also sends SIGTERM to every process whose
+  environment holds ``MARK=DIR``: classh gives it to all its children, so an ssh still
+  logging in, or a job's own login (``--no-reuse``) goes too, and with it the task.
 * at start, a directory of this form whose lock nobody holds (its run died with its keeper)
   gets a keeper of its own, which ends its masters and removes it.
 
@@ -33,12 +36,15 @@ from typing import List, Optional
 
 from .spawn import Spawned, SpawnError, spawn
 
-__all__ = ["ControlDir", "KEEPER", "KEEPER_WAIT", "PREFIX", "sweep_dead_runs"]
+__all__ = ["ControlDir", "KEEPER", "KEEPER_WAIT", "MARK", "PREFIX", "sweep_dead_runs"]
 
 #: The name of a run's control directory starts with this, then ``PID-RANDOM``.
 PREFIX = "classh-jobs-"
 #: Seconds the keeper waits for the masters to exit before it removes the directory.
 KEEPER_WAIT = 5
+#: The environment variable naming the control directory in the environment of classh's
+#: children (never the keeper's).
+MARK = "CLASSH_KEEPER"
 #: ``$0`` of the keeper (what ``ps`` shows).
 NAME = "classh-keeper"
 _LOCK = "lock"
@@ -46,10 +52,12 @@ _EXIT = ".exit"
 
 # $1: the control directory. Wait for the end of stdin; then each master whose socket is
 # there gets its exit line (again each second while its socket stays), the sockets are
-# waited for, the directory removed, and any exit line still hanging is ended.
+# waited for; unless classh said "closed", its children still there get SIGTERM; the
+# directory is removed, and any exit line still hanging is ended.
 KEEPER = "; ".join([
     "exec >/dev/null 2>&1",
-    "while read -r classh_l; do :; done",
+    "classh_e=",
+    "while read -r classh_l; do classh_e=$classh_l; done",
     "test -d \"$1\" || exit 0",
     "classh_n=0",
     "while :; do "
@@ -63,6 +71,9 @@ KEEPER = "; ".join([
     "classh_n=$((classh_n + 1)); "
     "sleep 0.1 || sleep 1; "
     "done" % (_EXIT, _EXIT, KEEPER_WAIT * 10),
+    "test \"$classh_e\" = closed || for classh_f in $(grep -l -a -F -e \"%s=$1\" "
+    "/proc/[0-9]*/environ); do classh_f=${classh_f#/proc/}; kill -TERM ${classh_f%%/environ}; "
+    "done" % MARK,
     "rm -rf -- \"$1\"",
     "trap '' TERM",
     "kill -TERM 0",
@@ -75,7 +86,7 @@ class ControlDir:
     def __init__(self, env: Optional[dict] = None):
         self.path = os.path.join(tempfile.gettempdir(), "%s%d-%s" % (
             PREFIX, os.getpid(), secrets.token_hex(4)))  # short: sockets live in it
-        self._env = env
+        self._env = None if env is None else dict(env)  # without MARK, whatever the caller adds
         self._lock: Optional[int] = None
         self._keeper: Optional[Spawned] = None
         self._made = False
@@ -122,6 +133,10 @@ class ControlDir:
         if keeper is None:  # it could not be started then: one does the work now
             keeper = _start_keeper(self.path, self._env, hold=False)
         elif keeper.stdin is not None:
+            try:
+                os.write(keeper.stdin, b"closed\n")  # classh's children are all gone
+            except OSError:
+                pass
             os.close(keeper.stdin)
         if keeper is not None:
             _reap(keeper.pid, time.monotonic() + wait)
