@@ -629,7 +629,7 @@ class JobSource(TaskSource):
                 continue
             self._open(node.links[node.opened])
             self._growable.rotate(-1)
-        return self._probes.popleft() if self._probes else None
+        return self.next_task() if self._probes else None  # a probe, handed out as any is
 
     def _control_options(self, link: _Link, master: bool) -> List[str]:
         if link.path is None:
