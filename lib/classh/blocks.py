@@ -55,6 +55,9 @@ Memory stays bounded whatever the size of the input:
   fewer are held. So ``held()`` never exceeds ``ahead`` plus the blocks of
   one read, and memory is about ``min(ahead blocks, MAX_HELD_BYTES)`` plus
   the block being cut, whatever the input's size.
+* the block being cut never holds an unfinished line (or, with several files,
+  a file) of more than :data:`MAX_LINE` bytes: past that the input ends with
+  one line in ``errors`` naming the file and the block (the lead: exit 2).
 
 Standard input (``'-'``): a regular file on fd 0 (``< file``) is read
 lazily through a duplicate of fd 0; a pipe, tty or device is opened again
