@@ -7,11 +7,13 @@ measured by hand, see the README).
 """
 import json
 import os
-import resource
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+
+import pytest
 
 from conftest import CLASSH, base_env
 
@@ -19,10 +21,20 @@ MB = 1000 * 1000
 #: Address space allowed to classh here: a regression fails fast (MemoryError), never
 #: filling the shared machine's memory.
 ADDRESS_SPACE = 3 << 30
-
-
-def _cap_memory():
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+#: Runs argv[3:] with its address space capped, writes its peak RSS (KiB, from wait4) into
+#: argv[1]: a small process of its own forks it, so the peak is classh's, not that of the
+#: (big) test process it would otherwise be forked from.
+WRAPPER = """import os, resource, sys
+pid = os.fork()
+if pid == 0:
+    limit = int(sys.argv[2])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.execv(sys.argv[3], sys.argv[3:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 class Measured:
@@ -36,30 +48,24 @@ class Measured:
             self.rc, self.peak_mb, self.out[-300:], self.err[-1500:])
 
 
-def measure(fleet, *args, stdin=subprocess.DEVNULL, timeout=120, keep_out=True):
-    """Run classh with ``args`` against the fleet; its peak RSS from wait4 (stdout to a file,
-    or to /dev/null without ``keep_out``)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, CLASSH] + list(args), stdin=stdin,
-                                stdout=out if keep_out else subprocess.DEVNULL, stderr=err,
+def measure(fleet, *args, stdin=subprocess.DEVNULL, timeout=120):
+    """Run classh with ``args`` against the fleet: its status, output and peak RSS."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile() as peak:
+        proc = subprocess.Popen([sys.executable, "-c", WRAPPER, peak.name, str(ADDRESS_SPACE),
+                                 sys.executable, CLASSH] + list(args),
+                                stdin=stdin, stdout=out, stderr=err,
                                 env=base_env({"CLASSH_SSH": fleet.ssh_command}),
-                                preexec_fn=_cap_memory)
-        deadline = time.monotonic() + timeout
+                                start_new_session=True)
         try:
-            while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                assert time.monotonic() < deadline, "classh did not end in %d s" % timeout
-                time.sleep(0.05)
+            proc.wait(timeout)
         finally:
-            if not pid:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # the wrapper's group: classh too
+                proc.wait()
         out.seek(0)
         err.seek(0)
-        return Measured(proc.returncode, out.read(), err.read(), usage.ru_maxrss // 1024)
+        return Measured(proc.returncode, out.read(), err.read(), int(peak.read() or 0) // 1024)
 
 
 def test_an_endless_line_through_a_fifo_is_refused_in_bounded_memory(fleet, tmp_path):
@@ -84,3 +90,56 @@ def test_a_file_without_newline_is_refused_in_bounded_memory(fleet, tmp_path):
     r = measure(fleet, "--node", "node1", "--input", str(path), "--task", "wc -c")
     assert r.rc == 2 and b"a line of block 1 is longer than 64 MiB" in r.err, r
     assert r.peak_mb < 150, r
+
+
+BIG = 250 * MB
+PRINT_BIG = "head -c %d /dev/zero | tr '\\0' a; echo; echo end" % BIG
+
+
+@pytest.mark.parametrize("extra", [["-k"], [], ["-o", "RESULTS"]], ids=["k", "default", "o"])
+def test_a_job_printing_250_mb_is_written_whole_in_bounded_memory(fleet, tmp_path, extra):
+    extra = [str(tmp_path / "results") if arg == "RESULTS" else arg for arg in extra]
+    r = measure(fleet, "--node", "node1", *extra, "--job", PRINT_BIG)
+    assert r.rc == 0, r
+    assert len(r.out) == BIG + 5 and r.out.endswith(b"aaa\nend\n"), len(r.out)
+    assert r.peak_mb < 150, r
+    if "-o" in extra:
+        assert os.path.getsize(tmp_path / "results" / "job-1.out") == BIG + 5
+
+
+def test_a_job_printing_150_mb_as_json_is_encoded_in_pieces(fleet):
+    size = 150 * MB
+    r = measure(fleet, "--node", "node1", "--format", "json",
+                "--job", "head -c %d /dev/zero | tr '\\0' a" % size)
+    assert r.rc == 0, r
+    head, _, rest = r.out.partition(b'"stdout": "')
+    data = json.loads(head[:-2] + b"}")
+    assert (data["job"], data["status"], data["stdout_size"]) == (1, "ok", size)
+    assert rest == b"a" * size + b'", "stderr": ""}\n'
+    assert r.peak_mb < 150, r
+
+
+def test_short_lines_are_printed_live_in_bounded_memory(fleet):
+    r = measure(fleet, "--node", "node1", "--format", "lines", "--job", "yes | head -c %d" % (
+        40 * MB))
+    assert r.rc == 0, r
+    assert len(r.out) == 20 * MB * len(b"job-1 node1: y\n") and r.out.count(b"\n") == 20 * MB
+    assert r.peak_mb < 150, r
+
+
+def test_job_lines_appear_before_the_job_ends(fleet):
+    proc = subprocess.Popen([sys.executable, CLASSH, "--node", "node1", "--format", "lines",
+                             "--job", "echo first; sleep 4; echo second"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=base_env({"CLASSH_SSH": fleet.ssh_command}))
+    try:
+        started = time.monotonic()
+        first = proc.stdout.readline()
+        first_at = time.monotonic() - started
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert first == b"job-1 node1: first\n" and rest == b"job-1 node1: second\n", err
+    assert first_at < 3.5 and proc.returncode == 0

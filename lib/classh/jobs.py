@@ -1479,6 +1479,12 @@ class JobSource(TaskSource):
         return [(gpu.name if gpu is not None else link.node.label, job.id, job.command)
                 for link, job, gpu in self._active.values()]
 
+    def where(self, task: Task) -> str:
+        """Where the job of ``task`` runs now: ``node``, or ``node:gpuI`` with ``--gpus``."""
+        job, label = task.context
+        link, _, gpu = self._active.get(job.id, (None, None, None))
+        return gpu.name if gpu is not None else label
+
     def skip(self, done: JobsDone) -> int:
         """``--resume``: drop the waiting jobs ``done`` holds as done; how many went (from now
         on, streamed jobs and blocks are looked up too). ResultsError when a job's number was
