@@ -143,3 +143,29 @@ def test_job_lines_appear_before_the_job_ends(fleet):
             proc.wait()
     assert first == b"job-1 node1: first\n" and rest == b"job-1 node1: second\n", err
     assert first_at < 3.5 and proc.returncode == 0
+
+
+def test_a_job_file_through_a_fifo_is_read_only_as_jobs_are_taken(fleet, tmp_path):
+    """A producer of 100,000 jobs: classh reads a few thousand ahead of the slots
+    and leaves the rest in the pipe (the producer blocks), instead of queueing them all."""
+    fifo = str(tmp_path / "jobs")
+    os.mkfifo(fifo)
+    writer = subprocess.Popen([sys.executable, "-c", "import sys\nwith open(sys.argv[1], 'wb') as f:\n"
+                               "    for _ in range(100): f.write(b'true\\n' * 1000)\n", fifo])
+    proc = subprocess.Popen([sys.executable, CLASSH, "--node", "node1", "-q", "--job-file", fifo,
+                             "--job", "sleep 30"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE,
+                            env=base_env({"CLASSH_SSH": fleet.ssh_command}))
+    try:
+        time.sleep(6)
+        writer_blocked = writer.poll() is None
+        with open("/proc/%d/status" % proc.pid) as status:
+            rss_mb = [int(line.split()[1]) // 1024 for line in status
+                      if line.startswith("VmRSS:")][0]
+    finally:
+        for p in (writer, proc):
+            p.kill()
+            p.wait()
+        proc.stderr.close()
+    assert writer_blocked
+    assert rss_mb < 100
