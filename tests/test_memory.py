@@ -48,16 +48,24 @@ class Measured:
             self.rc, self.peak_mb, self.out[-300:], self.err[-1500:])
 
 
-def measure(fleet, *args, stdin=subprocess.DEVNULL, timeout=120):
-    """Run classh with ``args`` against the fleet: its status, output and peak RSS."""
+def measure(fleet, *args, stdin=subprocess.DEVNULL, timeout=120, pipe=False):
+    """Run classh with ``args`` against the fleet: its status, output and peak RSS. With
+    ``pipe`` its stdout is a pipe read here (only the size and the last KiB are kept:
+    ``out`` is ``(size, tail)``)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile() as peak:
         proc = subprocess.Popen([sys.executable, "-c", WRAPPER, peak.name, str(ADDRESS_SPACE),
                                  sys.executable, CLASSH] + list(args),
-                                stdin=stdin, stdout=out, stderr=err,
+                                stdin=stdin, stdout=subprocess.PIPE if pipe else out, stderr=err,
                                 env=base_env({"CLASSH_SSH": fleet.ssh_command}),
                                 start_new_session=True)
         try:
+            if pipe:
+                size, tail = 0, b""
+                for chunk in iter(lambda: proc.stdout.read1(1 << 20), b""):
+                    size, tail = size + len(chunk), (tail + chunk)[-1024:]
+                proc.stdout.close()
+                out.write(repr((size, tail)).encode())
             proc.wait(timeout)
         finally:
             if proc.poll() is None:
@@ -65,7 +73,8 @@ def measure(fleet, *args, stdin=subprocess.DEVNULL, timeout=120):
                 proc.wait()
         out.seek(0)
         err.seek(0)
-        return Measured(proc.returncode, out.read(), err.read(), int(peak.read() or 0) // 1024)
+        data = eval(out.read()) if pipe else out.read()
+        return Measured(proc.returncode, data, err.read(), int(peak.read() or 0) // 1024)
 
 
 def test_an_endless_line_through_a_fifo_is_refused_in_bounded_memory(fleet, tmp_path):
@@ -117,6 +126,17 @@ def test_a_job_printing_150_mb_as_json_is_encoded_in_pieces(fleet):
     assert (data["job"], data["status"], data["stdout_size"]) == (1, "ok", size)
     assert rest == b"a" * size + b'", "stderr": ""}\n'
     assert r.peak_mb < 150, r
+
+
+def test_150_mb_of_json_to_a_pipe_waits_in_bounded_memory(fleet):
+    """Up to 64 MiB wait in memory for a pipe's reader, never copied into a bigger buffer."""
+    size = 150 * MB
+    r = measure(fleet, "--node", "node1", "--format", "json", "--job",
+                "head -c %d /dev/zero | tr '\\0' a" % size, pipe=True)
+    assert r.rc == 0, r
+    written, tail = r.out
+    assert tail.endswith(b'aaa", "stderr": ""}\n') and written > size, r
+    assert r.peak_mb < 100, r  # the 64 MiB once, not copied into a bigger buffer
 
 
 def test_short_lines_are_printed_live_in_bounded_memory(fleet):

@@ -11,7 +11,7 @@ import os
 import stat
 import time
 from collections import deque
-from typing import BinaryIO, Callable, Dict, Optional
+from typing import BinaryIO, Callable, Deque, Dict, Optional
 
 from .results import (FAILED, KILLED, OK, PROGRESS_CHAR, SSH_ERROR, TIMEOUT,
                       Record, Tally, describe_exit, json_line)
@@ -84,7 +84,9 @@ class SafeStream:
         self.loop = None
         self._users = 0
         self._fd = -1
-        self._pending = bytearray()
+        #: What waits for the reader: pieces (never copied into one buffer) and their size.
+        self._pending: Deque[memoryview] = deque()
+        self._pending_size = 0
         #: Written before the next data: a live status line's erasure (see StatusLine).
         self.erase = b""
 
@@ -127,6 +129,7 @@ class SafeStream:
             self._fd = -1
         self.loop = None
         self._pending.clear()
+        self._pending_size = 0
 
     # -- writing -------------------------------------------------------
     def write(self, data: bytes, flush: bool = True) -> None:
@@ -137,8 +140,9 @@ class SafeStream:
         if self.erase:
             data, self.erase = self.erase + data, b""
         if self._fd >= 0:
-            self._pending += data
-            self._drain(block=len(self._pending) > self.MAX_PENDING)
+            self._pending.append(memoryview(bytes(data)))
+            self._pending_size += len(data)
+            self._drain(block=self._pending_size > self.MAX_PENDING)
             return
         try:
             self.raw.write(data)
@@ -154,7 +158,12 @@ class SafeStream:
             if block:
                 os.set_blocking(fd, True)
             while self._pending:
-                del self._pending[:os.write(fd, self._pending)]
+                written = os.write(fd, self._pending[0])
+                self._pending_size -= written
+                if written < len(self._pending[0]):
+                    self._pending[0] = self._pending[0][written:]
+                else:
+                    self._pending.popleft()
         except BlockingIOError:
             self.loop.add_writer(fd, self._drain)
             return
