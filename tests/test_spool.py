@@ -156,3 +156,18 @@ def test_host_lines_hold_a_long_line_on_disk_and_write_it_whole():
     display.finished(task, Record(host="h1", exitcode=0))
     display.close()
     assert out.data == b"h2: other\nh1: " + b"a" * 10000 + b"\nh1: next\nh1: last\n"
+
+
+def test_job_lines_in_job_order_come_from_the_spool_prefixed_like_live_ones():
+    from classh.display import _indent
+    out, err = Sink(), Sink()
+    display = JobOutput(out.stream, err.stream, fmt="lines", keep_order=True,
+                        spill=Spill(budget=200))
+    data = b"a\n\nb" + b"c" * 300 + b"\nd\n" + b"e"
+    for number in (2, 1):
+        task = Task("job-%d" % number, "n%d" % number)
+        for at in range(0, len(data), 7):
+            display.output(task, 1, data[at:at + 7])
+        display.finished(task, job(number, node="n%d" % number))
+    display.close()
+    assert out.data == _indent(data, b"job-1 n1: ") + _indent(data, b"job-2 n2: ")
