@@ -136,7 +136,7 @@ def test_150_mb_of_json_to_a_pipe_waits_in_bounded_memory(fleet):
     assert r.rc == 0, r
     written, tail = r.out
     assert tail.endswith(b'aaa", "stderr": ""}\n') and written > size, r
-    assert r.peak_mb < 100, r  # the 64 MiB once, not copied into a bigger buffer
+    assert r.peak_mb < 125, r  # 64 MiB at most, never copied into a bigger buffer (~170)
 
 
 def test_short_lines_are_printed_live_in_bounded_memory(fleet):
