@@ -86,6 +86,8 @@ MAX_GPU_MIB = 1 << 30
 #: block is taken past it (one always is when none is held), so memory stays bounded
 #: whatever the block size times the slots.
 MAX_BLOCK_BYTES = 32 << 20
+#: Job files that are pipes are read while fewer jobs than this wait for a slot.
+READ_AHEAD_JOBS = 10000
 #: Stall watch (its policy: :mod:`classh.stalls`): the stalls after which a node is dropped.
 STALLS_TO_DROP = 3
 
@@ -743,6 +745,7 @@ class JobSource(TaskSource):
 
     def next_task(self) -> Optional[Task]:
         """A probe, else the next job on a free slot; None when nothing can start now."""
+        self._pace_reading()
         if self._probes:
             task = self._probes.popleft()
             if isinstance(task.context, (_Link, _GpuCheck)):
@@ -1370,7 +1373,16 @@ class JobSource(TaskSource):
 
     def _lines_read(self) -> None:
         self._check_nodes_left()
+        self._pace_reading()
         self._supervisor.fill()
+
+    def _pace_reading(self) -> None:
+        """Streamed job files are read only while fewer than READ_AHEAD_JOBS jobs wait (and
+        always once no node is left, so that the rest is seen and counted undone)."""
+        if len(self._queue) < READ_AHEAD_JOBS or not self._alive:
+            self.streams.resume()
+        else:
+            self.streams.pause()
 
     # -- pause, drain, a pool that changes ------------------------------------------
     def signal_handlers(self) -> Dict[int, Callable[[int], None]]:
@@ -1531,6 +1543,12 @@ class JobSource(TaskSource):
         """(node label, job id, command) for every busy slot, oldest first."""
         return [(gpu.name if gpu is not None else link.node.label, job.id, job.command)
                 for link, job, gpu in self._active.values()]
+
+    def where(self, task: Task) -> str:
+        """Where the job of ``task`` runs now: ``node``, or ``node:gpuI`` with ``--gpus``."""
+        job, label = task.context
+        link, _, gpu = self._active.get(job.id, (None, None, None))
+        return gpu.name if gpu is not None else label
 
     def skip(self, done: JobsDone) -> int:
         """``--resume``: drop the waiting jobs ``done`` holds as done; how many went (from now
