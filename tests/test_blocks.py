@@ -332,3 +332,46 @@ def test_stdin_twice_a_missing_file_a_directory_or_no_file_are_refused(tmp_path)
                 check(paths)
             assert message in str(caught.value) and "\n" not in str(caught.value)
             assert isinstance(caught.value, TargetError)
+
+
+# -- a line or a whole-file block is capped (item 4 of issue 15) -------------------
+
+def test_a_line_longer_than_the_cap_is_refused_not_held(monkeypatch):
+    monkeypatch.setattr(blocks, "MAX_LINE", 1000)
+    cutter = Cutter(2)
+    assert cutter.feed(b"a\n" + b"x" * 600) == []
+    with pytest.raises(blocks.LineTooLong):
+        cutter.feed(b"y" * 500)  # 1100 bytes and no newline yet
+    cutter = Cutter(1)  # lines up to the cap pass, however they arrive
+    assert cutter.feed(b"z" * 999) == [] and cutter.feed(b"\n" + b"w" * 999 + b"\n") == [
+        b"z" * 999 + b"\n", b"w" * 999 + b"\n"]
+
+
+def test_an_endless_line_on_a_pipe_ends_the_input_with_one_line_naming_it(monkeypatch):
+    monkeypatch.setattr(blocks, "MAX_LINE", 1 << 20)
+    read_end, write_end = os.pipe()
+    writer = subprocess.Popen(["sh", "-c", "printf 'a\\nb\\n'; exec cat /dev/zero"], stdout=write_end)
+    os.close(write_end)
+    try:
+        inp = BlockInput(["/dev/fd/%d" % read_end], size=1)
+        os.close(read_end)
+        with EventLoop() as loop:
+            inp.attach(loop, lambda: None)
+            taken = take_all(inp, loop)
+        assert [block.data for block in taken] == [b"a\n", b"b\n"]
+        assert len(inp.errors) == 1 and "\n" not in inp.errors[0]
+        assert "/dev/fd/%d" % read_end in inp.errors[0] and "block 3" in inp.errors[0]
+        assert "longer than 1 MiB (no newline" in inp.errors[0]
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_a_whole_file_block_over_the_cap_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(blocks, "MAX_LINE", 1 << 20)
+    (tmp_path / "small").write_bytes(b"one\n")
+    (tmp_path / "big").write_bytes(b"x\n" * (1 << 20))
+    inp = BlockInput([str(tmp_path / "small"), str(tmp_path / "big")])
+    assert [block.data for block in take_all(inp)] == [b"one\n"]
+    assert len(inp.errors) == 1 and repr(str(tmp_path / "big")) in inp.errors[0]
+    assert "block 2" in inp.errors[0]

@@ -346,7 +346,7 @@ def test_a_pool_with_dead_nodes_and_one_dying_mid_run_does_every_job_once(
 
 def test_no_master_is_left_after_the_run(fleet):
     run, source, _ = start_run(["node1*2", "node2*12"], ["sleep 1"] * 20, options_for(fleet))
-    directory = source._control_dir
+    directory = source._control_dir.path
     # every probe's master comes up, the first jobs may start before the last one does
     step_until(run, lambda: source.active() and len(masters_in(directory)) >= 3)
     masters = masters_in(directory)
@@ -360,7 +360,7 @@ def test_run_kill_ends_the_jobs_on_the_target_through_the_masters(fleet, sweep):
     mark, command = with_marker("sleep {m}")
     sweep.append(mark)
     run, source, _ = start_run(["node1*3", "node2*3"], [command] * 8, options_for(fleet))
-    directory = source._control_dir
+    directory = source._control_dir.path
     step_until(run, lambda: len(pids_of(mark)) == 6)
     masters = masters_in(directory)
     run.kill()

@@ -24,8 +24,9 @@ from classh.supervisor import Task
 
 
 class FakeTask:
-    def __init__(self, key):
+    def __init__(self, key, node=None):
         self.key = key
+        self.context = (None, node)
 
 
 def job_record(job, node="node1", command="echo hi", exitcode=0, **kw):
@@ -48,7 +49,8 @@ class Sink:
 
 def feed(display, record, out=b"", err=b"", chunks=1):
     """Feed a job's output in ``chunks`` pieces, then its final record."""
-    task = FakeTask(record.host)
+    task = FakeTask(record.host, record.node)
+    display.started(task)
     for fd, data in ((1, out), (2, err)):
         step = max(1, len(data) // chunks)
         for at in range(0, len(data), step):

@@ -51,3 +51,25 @@ def test_pipes_and_devices_stream_regular_files_do_not(tmp_path):
     (tmp_path / "hosts").write_text("node1\n")
     assert not is_pipe_or_device(str(tmp_path / "hosts"))
     assert not is_pipe_or_device(str(tmp_path / "missing"))
+
+
+def test_a_paused_stream_is_not_read_until_resumed():
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    lines = []
+    streams = LineStreams({read_end: "jobs"}, lambda line, where: lines.append(line))
+    streams.pause()  # before attach: attach does not read
+    with EventLoop() as loop:
+        streams.attach(loop)
+        os.write(write_end, b"a\nb\n")
+        loop.run_once(timeout=0.1)
+        assert lines == []
+        streams.resume()
+        loop.run_once(timeout=1)
+        assert lines == ["a", "b"]
+        streams.pause()
+        os.write(write_end, b"c\n")
+        loop.run_once(timeout=0.1)
+        assert lines == ["a", "b"]
+        streams.close()  # closing a paused stream is fine
+    os.close(write_end)

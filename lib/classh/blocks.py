@@ -55,6 +55,9 @@ Memory stays bounded whatever the size of the input:
   fewer are held. So ``held()`` never exceeds ``ahead`` plus the blocks of
   one read, and memory is about ``min(ahead blocks, MAX_HELD_BYTES)`` plus
   the block being cut, whatever the input's size.
+* the block being cut never holds an unfinished line (or, with several files,
+  a file) of more than :data:`MAX_LINE` bytes: past that the input ends with
+  one line in ``errors`` naming the file and the block (the lead: exit 2).
 
 Standard input (``'-'``): a regular file on fd 0 (``< file``) is read
 lazily through a duplicate of fd 0; a pipe, tty or device is opened again
@@ -78,8 +81,8 @@ from typing import Callable, Deque, List, Optional, Sequence, Tuple
 from .streams import READ_SIZE, is_pipe_or_device, open_nonblocking
 from .targets import TargetError
 
-__all__ = ["Block", "BlockError", "BlockInput", "Cutter", "check_paths", "MAX_HELD_BYTES",
-           "READ_SIZE"]
+__all__ = ["Block", "BlockError", "BlockInput", "Cutter", "LineTooLong", "check_paths",
+           "MAX_HELD_BYTES", "MAX_LINE", "READ_SIZE"]
 
 STDIN = "-"
 #: Below this many lines still wanted, newlines are found one by one.
@@ -90,10 +93,18 @@ _MAX_WINDOW = 1 << 20
 #: Reading from a stream also stops while the blocks held add up to this many bytes
 #: (big blocks: ``ahead`` blocks of 10 MB would be 640 MB).
 MAX_HELD_BYTES = 16 << 20
+#: The longest line of a cut input, and the biggest whole-file block (several files): what
+#: classh holds of one unfinished piece. Past it the input ends with an error (exit 2), so an
+#: input without newlines (``cat /dev/zero``) never fills the memory.
+MAX_LINE = 64 << 20
 
 
 class BlockError(TargetError):
     """Bad ``--input``/``--blocksize``: ``str(e)`` is one line naming the offending text."""
+
+
+class LineTooLong(ValueError):
+    """A line (or a whole-file block) grew past :data:`MAX_LINE` bytes before it ended."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +156,8 @@ class Cutter:
     ``finish()`` -> the last partial block's bytes, or None when nothing is left.
 
     Lines are never cut; the total cost is linear in the bytes fed (a line of
-    several MB arriving in many small chunks is scanned once).
+    several MB arriving in many small chunks is scanned once). A line still
+    unfinished past :data:`MAX_LINE` bytes raises :class:`LineTooLong`.
     """
 
     def __init__(self, size: int):
@@ -154,6 +166,7 @@ class Cutter:
         self.size = size
         self._pieces: List[bytes] = []
         self._lines = 0  # complete lines in _pieces
+        self._line_bytes = 0  # bytes of the unfinished last line in _pieces
 
     def feed(self, data: bytes) -> List[bytes]:
         """Take the next bytes of the input; return the blocks they complete, in order."""
@@ -162,18 +175,28 @@ class Cutter:
         while pos < end:
             cut, found = _after_newlines(data, pos, self.size - self._lines)
             if cut < 0:
-                self._pieces.append(data[pos:])
-                self._lines += found
+                self._hold_rest(data, pos, found)
                 break
             self._pieces.append(data[pos:cut])
             blocks.append(b"".join(self._pieces))
-            self._pieces, self._lines = [], 0
+            self._pieces, self._lines, self._line_bytes = [], 0, 0
             pos = cut
         return blocks
 
+    def _hold_rest(self, data: bytes, pos: int, found: int) -> None:
+        """Keep ``data[pos:]`` (``found`` newlines) for the next block; LineTooLong when its
+        last line is unfinished past MAX_LINE bytes."""
+        newline = data.rfind(b"\n", pos) if found else -1
+        self._line_bytes = len(data) - newline - 1 if newline >= 0 \
+            else self._line_bytes + len(data) - pos
+        if self._line_bytes > MAX_LINE:
+            raise LineTooLong(self._line_bytes)
+        self._pieces.append(data[pos:])
+        self._lines += found
+
     def finish(self) -> Optional[bytes]:
         """The input ended: the last block's bytes (fewer lines, maybe no final newline), or None."""
-        pieces, self._pieces, self._lines = self._pieces, [], 0
+        pieces, self._pieces, self._lines, self._line_bytes = self._pieces, [], 0, 0
         return b"".join(pieces) if pieces else None
 
 
@@ -182,8 +205,13 @@ class _WholeFile:
 
     def __init__(self):
         self._pieces: List[bytes] = []
+        self._bytes = 0
 
     def feed(self, data: bytes) -> List[bytes]:
+        """Keep ``data``; LineTooLong once the file passes MAX_LINE bytes."""
+        self._bytes += len(data)
+        if self._bytes > MAX_LINE:
+            raise LineTooLong(self._bytes)
         self._pieces.append(data)
         return []
 
@@ -383,7 +411,12 @@ class BlockInput:
         """Cut ``data`` of the current file into blocks; ``b""`` ends the file."""
         path = self._current.path
         if data:
-            for block in self._cutter.feed(data):
+            try:
+                blocks = self._cutter.feed(data)
+            except LineTooLong:
+                self._too_long(path)
+                return
+            for block in blocks:
                 self._hold(block, path)
             return
         last = self._cutter.finish()
@@ -418,9 +451,24 @@ class BlockInput:
         self._current = None
         self._cutter = None
 
+    def _too_long(self, path: str) -> None:
+        """A line (a whole-file block) past MAX_LINE ends the input; the line is kept in
+        ``errors``. The blocks cut before it stay takeable."""
+        block, mib = self._taken + len(self._ready) + 1, MAX_LINE >> 20
+        if len(self.paths) == 1:
+            self._end("input file %r: a line of block %d is longer than %d MiB (no newline "
+                      "within it): a line is at most %d MiB" % (path, block, mib, mib))
+        else:
+            self._end("input file %r (block %d) is longer than %d MiB: a file given with "
+                      "others is one block, at most %d MiB" % (path, block, mib, mib))
+
     def _fail(self, path: str, exc: OSError) -> None:
         """A read error ends the input; the line is kept in ``errors``."""
-        self.errors.append("cannot read input file %r: %s" % (path, exc.strerror or exc))
+        self._end("cannot read input file %r: %s" % (path, exc.strerror or exc))
+
+    def _end(self, error: str) -> None:
+        """End the input on ``error`` (one line, kept in ``errors``)."""
+        self.errors.append(error)
         self._close_current()
         self._next_path = len(self.paths)
         self._ended = True

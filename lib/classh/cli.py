@@ -993,7 +993,7 @@ def job_views(args: dict, out: SafeStream, err: SafeStream, source) -> list:
         observers.append(ProgressDisplay(err))
     if shows_per_host(args):
         observers.append(JobOutput(out, err, args["--format"], keep_order=args["--keep-order"],
-                                   exact=bool(args["--input"]),
+                                   exact=bool(args["--input"]), where=source.where,
                                    skipped=lambda job: job in source.skipped_ids
                                    or job in source.undone_ids))
     return observers

@@ -11,11 +11,12 @@ import os
 import stat
 import time
 from collections import deque
-from typing import BinaryIO, Callable, Dict, Optional
+from typing import BinaryIO, Callable, Deque, Dict, Optional
 
 from .results import (FAILED, KILLED, OK, PROGRESS_CHAR, SSH_ERROR, TIMEOUT,
                       Record, Tally, describe_exit, json_line)
 from .observers import Observer, SinkError
+from .spool import Spill, Spool
 from .targets import fold
 
 __all__ = [
@@ -83,7 +84,9 @@ class SafeStream:
         self.loop = None
         self._users = 0
         self._fd = -1
-        self._pending = bytearray()
+        #: What waits for the reader: pieces (never copied into one buffer) and their size.
+        self._pending: Deque[memoryview] = deque()
+        self._pending_size = 0
         #: Written before the next data: a live status line's erasure (see StatusLine).
         self.erase = b""
 
@@ -126,6 +129,7 @@ class SafeStream:
             self._fd = -1
         self.loop = None
         self._pending.clear()
+        self._pending_size = 0
 
     # -- writing -------------------------------------------------------
     def write(self, data: bytes, flush: bool = True) -> None:
@@ -136,8 +140,9 @@ class SafeStream:
         if self.erase:
             data, self.erase = self.erase + data, b""
         if self._fd >= 0:
-            self._pending += data
-            self._drain(block=len(self._pending) > self.MAX_PENDING)
+            self._pending.append(memoryview(bytes(data)))
+            self._pending_size += len(data)
+            self._drain(block=self._pending_size > self.MAX_PENDING)
             return
         try:
             self.raw.write(data)
@@ -153,7 +158,12 @@ class SafeStream:
             if block:
                 os.set_blocking(fd, True)
             while self._pending:
-                del self._pending[:os.write(fd, self._pending)]
+                written = os.write(fd, self._pending[0])
+                self._pending_size -= written
+                if written < len(self._pending[0]):
+                    self._pending[0] = self._pending[0][written:]
+                else:
+                    self._pending.popleft()
         except BlockingIOError:
             self.loop.add_writer(fd, self._drain)
             return
@@ -202,10 +212,12 @@ class StreamObserver(Observer):
 
 
 def _indent(data: bytes, prefix: bytes) -> bytes:
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return b"".join(prefix + line + b"\n" for line in lines)
+    """``prefix`` before every line of ``data``, each line ending with a newline (an
+    unterminated last line gets one); no per-line objects, so many short lines cost little."""
+    if not data:
+        return b""
+    body = data[:-1] if data.endswith(b"\n") else data
+    return prefix + body.replace(b"\n", b"\n" + prefix) + b"\n"
 
 
 class ClassicDisplay(StreamObserver):
@@ -249,14 +261,22 @@ def _output_blocks(stdout: bytes, stdout_size: int, stderr: bytes, stderr_size: 
 class LinesDisplay(StreamObserver):
     """``host: line`` for every output line, as it arrives (stderr lines to ``err``).
 
-    An unfinished line is kept as a list of chunks and only new data is
-    searched for a newline, so a long line costs linear time.
+    An unfinished line is held in a :class:`~classh.spool.Spool` (in memory
+    while it is short, spilled to a temporary file past the shared budget), so
+    a line of GBs without a newline never fills the memory; a line is always
+    written whole, never mixed with another host's. Only new data is searched
+    for a newline, so a long line costs linear time.
     """
 
-    def __init__(self, out: SafeStream, err: SafeStream):
+    def __init__(self, out: SafeStream, err: SafeStream, spill: Optional[Spill] = None):
         super().__init__(out, err)
         self.streams = {1: out, 2: err}
-        self.partial: Dict[tuple, list] = {}
+        self.spill = spill or Spill()
+        self.partial: Dict[tuple, Spool] = {}
+
+    def prefix(self, task) -> bytes:
+        """What every line of ``task`` starts with: ``host: ``."""
+        return task.key.encode() + b": "
 
     def output(self, task, fd: int, data: bytes) -> None:
         """Print the complete lines of ``data``; keep a trailing partial line."""
@@ -264,20 +284,48 @@ class LinesDisplay(StreamObserver):
         cut = data.rfind(b"\n")
         if cut < 0:
             if data:
-                self.partial.setdefault(key, []).append(data)
+                self.partial.setdefault(key, self.spill.spool()).write(data)
             return
         held = self.partial.pop(key, None)
-        head = b"".join(held + [data[:cut + 1]]) if held else data[:cut + 1]
+        if held is not None:
+            self._write_held(task, fd, held, data[:cut + 1])
+        else:
+            self.streams[fd].write(_indent(data[:cut + 1], self.prefix(task)))
         if cut + 1 < len(data):
-            self.partial[key] = [data[cut + 1:]]
-        self.streams[fd].write(_indent(head, task.key.encode() + b": "))
+            self.partial.setdefault(key, self.spill.spool()).write(data[cut + 1:])
+
+    def _write_held(self, task, fd: int, held: Spool, end: bytes) -> None:
+        """Write the held start of a line, then ``end`` (its rest and maybe more lines)."""
+        stream, prefix = self.streams[fd], self.prefix(task)
+        try:
+            stream.write(prefix)
+            for piece in held.pieces():
+                stream.write(piece)
+            newline = end.find(b"\n")
+            stream.write(end[:newline + 1] + _indent(end[newline + 1:], prefix))
+        finally:
+            held.release()
+
+    def flush(self, task) -> None:
+        """Print what is left of a host's last, unterminated lines (a newline added)."""
+        for fd in (1, 2):
+            held = self.partial.pop((task.key, fd), None)
+            if held is not None:
+                self._write_held(task, fd, held, b"\n")
 
     def finished(self, task, record: Record) -> None:
         """Print what is left of a host's last, unterminated lines."""
-        for fd in (1, 2):
-            tail = self.partial.pop((task.key, fd), None)
-            if tail:
-                self.streams[fd].write(task.key.encode() + b": " + b"".join(tail) + b"\n")
+        self.flush(task)
+
+    def close(self) -> None:
+        """Drop what is still held, close the temporary file, hand the streams back."""
+        try:
+            for held in self.partial.values():
+                held.release()
+            self.partial.clear()
+            self.spill.close()
+        finally:
+            super().close()
 
 
 class ProgressDisplay(StreamObserver):

@@ -8,12 +8,15 @@ on the ordinary supervisor (no second loop, no threads):
   ``true`` within the connect timeout. A node that fails is dropped with one
   ``notify`` line naming it and ssh's last stderr line.
 * with ``reuse`` (the default) the probe also starts the node's ssh
-  ControlMaster, in a private 0700 directory, and every job of the node runs
-  through it. sshd's MaxSessions (10 by default) caps the sessions of one
-  connection, so a node gets one master per :data:`SESSIONS_PER_MASTER`
-  slots, each probed. ``close()`` ends the masters (``ssh -O exit``) and
-  removes the directory. With ``Options.persist`` the shared persistent
-  masters are used and left open.
+  ControlMaster, in a private 0700 directory (:mod:`classh.masters`), and
+  every job of the node runs through it. sshd's MaxSessions (10 by default)
+  caps the sessions of one connection, so a node has one master per
+  :data:`SESSIONS_PER_MASTER` slots, each opened (and probed) only once every
+  open one is busy and jobs wait: 2 jobs on a node of 10,000 slots use one
+  master. A further connection that fails leaves its node working on the
+  others. ``close()`` ends every master, waits for it and removes the
+  directory; if classh dies, the directory's keeper does. With
+  ``Options.persist`` the shared persistent masters are used and left open.
 * free slots wait in a deque, so handing out a job costs O(1) whatever the
   size of the pool. A job ending in an ssh error drops its node and goes
   back to the queue; a remote failure (non-zero exit, signal, timeout) is
@@ -31,9 +34,7 @@ import dataclasses
 import itertools
 import os
 import secrets
-import shutil
 import signal
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field, fields
@@ -51,6 +52,7 @@ from .resume import JobsDone
 from .blocks import BlockInput
 from .nodesetup import NodeSetup
 from .kill import kill_command
+from .masters import MARK, ControlDir
 from .run import Run, assemble
 from .spawn import SpawnError, raise_fd_limit, spawn
 from .stalls import StallWatch
@@ -85,6 +87,8 @@ MAX_GPU_MIB = 1 << 30
 #: block is taken past it (one always is when none is held), so memory stays bounded
 #: whatever the block size times the slots.
 MAX_BLOCK_BYTES = 32 << 20
+#: Job files that are pipes are read while fewer jobs than this wait for a slot.
+READ_AHEAD_JOBS = 10000
 #: Stall watch (its policy: :mod:`classh.stalls`): the stalls after which a node is dropped.
 STALLS_TO_DROP = 3
 #: The stall factor of blocks when none is given (job lists have no stall watch unless
@@ -396,7 +400,8 @@ class _Node:
 
     __slots__ = ("label", "target", "slots", "links", "state", "running", "started",
                  "admitted", "pinned", "probes_left", "number", "gpus", "checking", "checked",
-                 "check_timer", "stalls", "rest_timer", "spec", "ssh", "watch_stdin", "setup")
+                 "check_timer", "stalls", "rest_timer", "spec", "ssh", "watch_stdin", "setup",
+                 "opened")
 
     def __init__(self, spec: NodeSpec, number: int, ssh: SshCommand, watch_stdin: bool):
         self.label, self.target, self.slots = spec.target.label, spec.target, spec.slots
@@ -407,6 +412,7 @@ class _Node:
         self.setup: Optional[str] = None  # None, "running" or "done"
         self.number = number  # its place in the pool (names its masters' sockets)
         self.links: List[_Link] = []
+        self.opened = 0  # its first links opened (probed) so far: the others wait for work
         self.state = PROBING
         self.running = 0
         self.started = 0
@@ -534,9 +540,13 @@ class JobSource(TaskSource):
         self._ssh_commands: Dict[Optional[str], Tuple[SshCommand, bool]] = {}
         self._setup = setup or NodeSetup()  # a node's wd is made even without init files
         self._env = dict(os.environ)
-        self._control_dir = None
-        if job_options.reuse and not options.persist:
-            self._control_dir = tempfile.mkdtemp(prefix="classh-jobs-")  # mode 0700
+        #: made when the run starts (attach); its keeper ends what classh leaves if it dies
+        self._control_dir: Optional[ControlDir] = ControlDir(self._env)
+        if not options.persist:  # (a --persist master, shared, must outlive any run)
+            self._env[MARK] = self._control_dir.path  # the keeper knows classh's children by it
+        self._private = job_options.reuse and not options.persist  # private masters
+        self._opening = 0  # slots of the connections being opened (probed)
+        self._growable: Deque[_Node] = deque()  # admitted nodes with connections not opened
         self._gpus = job_options.gpu_rule
         self._nodes = [self._new_node(spec, number) for number, spec in enumerate(nodes)]
         self._by_label = {node.label: node for node in self._nodes}
@@ -614,21 +624,55 @@ class JobSource(TaskSource):
 
     def _link_sizes(self, slots: int) -> List[int]:
         """One connection per SESSIONS_PER_MASTER slots (one in all without private masters)."""
-        if self._control_dir is None:
+        if not self._private:
             return [slots]
         full, rest = divmod(slots, SESSIONS_PER_MASTER)
         return [SESSIONS_PER_MASTER] * full + ([rest] if rest else [])
 
     def _add_links(self, node: _Node, sizes: List[int]) -> None:
+        """Connections of ``node``: the first opened now (with GPUs all of them), the others
+        once work waits for them (:meth:`_grow`)."""
         for size in sizes:
             index = len(node.links)
             path = None
-            if self._control_dir is not None:
-                path = os.path.join(self._control_dir, "%d-%d" % (node.number, index))
+            if self._private:
+                path = self._control_dir.socket("%d-%d" % (node.number, index))
             link = _Link(node, index, size, path)
             node.links.append(link)
-            self._probes.append(self._probe_task(link))
-            node.probes_left += 1
+            if index == 0 or self._gpus:
+                self._open(link)
+
+    def _open(self, link: _Link) -> None:
+        """Probe ``link``, opening its master (how to end it is written down first)."""
+        node = link.node
+        node.opened = max(node.opened, link.index + 1)
+        self._opening += link.slots
+        if link.path is not None:
+            self._control_dir.record(link.path, node.ssh.control_argv(node.target, "exit",
+                                                                      link.path))
+        self._probes.append(self._probe_task(link))
+        node.probes_left += 1
+
+    def _probe_ended(self, link: _Link) -> None:
+        """The probe of ``link`` ended (or will not run)."""
+        link.node.probes_left -= 1
+        self._opening -= link.slots
+
+    def _grow(self) -> Optional[Task]:
+        """Every open connection is busy and work waits: open as many more as it needs (a
+        queue of known jobs; with more to come, as many slots as run now), round the
+        nodes; the first probe to run, or None."""
+        want = len(self._queue) + (max(1, self._running) if self._more_coming() else 0)
+        if self.job_options.max_running is not None:
+            want = min(want, self.job_options.max_running - self._running)
+        while self._growable and want > len(self._free) + self._opening:
+            node = self._growable[0]
+            if node.state != READY or not node.admitted or node.opened >= len(node.links):
+                self._growable.popleft()
+                continue
+            self._open(node.links[node.opened])
+            self._growable.rotate(-1)
+        return self.next_task() if self._probes else None  # a probe, handed out as any is
 
     def _control_options(self, link: _Link, master: bool) -> List[str]:
         if link.path is None:
@@ -725,7 +769,12 @@ class JobSource(TaskSource):
 
     # -- TaskSource ----------------------------------------------------------
     def attach(self, loop, supervisor) -> None:
-        """Start reading the streamed job files and the blocks' input."""
+        """Make the masters' directory; start reading the streamed job files and the blocks'
+        input."""
+        try:
+            self._control_dir.make()
+        except OSError as exc:
+            raise JobError(exc.strerror) from None
         self._loop, self._supervisor = loop, supervisor
         self.streams.on_batch = self._lines_read
         self.streams.attach(loop)
@@ -738,6 +787,7 @@ class JobSource(TaskSource):
 
     def next_task(self) -> Optional[Task]:
         """A probe, else the next job on a free slot; None when nothing can start now."""
+        self._pace_reading()
         if self._probes:
             task = self._probes.popleft()
             if isinstance(task.context, (_Link, _GpuCheck)):
@@ -765,10 +815,10 @@ class JobSource(TaskSource):
                 else:
                     task = self._start(job, link)
             self._free.extend(passed)
-            return task
+            return task if task is not None else self._grow()
         if self._pinned:
             return self._next_pinned()
-        return None
+        return self._grow() if not self._free else None
 
     def _take_job_for(self, node: _Node) -> Optional[Job]:
         """The first job in line that may run on ``node`` (taken out of the line): a retried
@@ -1015,10 +1065,15 @@ class JobSource(TaskSource):
     # -- probes ----------------------------------------------------------------
     def _probed(self, link: _Link, record: Record) -> None:
         node = link.node
-        node.probes_left -= 1
-        link.up = record.status == OK  # a master that came up is ended by close(), whatever the node
+        self._probe_ended(link)
+        link.up = record.status == OK
         if node.state != PROBING and node.state != READY or self._stopping():
             return  # a probe the run's end cut short says nothing of its node
+        if record.status != OK and any(other.up for other in node.links):
+            # e.g. our own load made it time out: the node works over its other connections
+            self.notify("node %s: one more connection failed (%s); its open ones go on"
+                        % (node.label, _failure_reason(record)))
+            return
         if record.status != OK:
             self._drop(node, "probe failed: " + _failure_reason(record))
             self._check_nodes_left()
@@ -1081,7 +1136,7 @@ class JobSource(TaskSource):
         """A look at ``check``'s node's GPUs ended: its GPU slots as nvidia-smi says now."""
         node, link = check.node, check.link
         if check.first:
-            node.probes_left -= 1
+            self._probe_ended(link)
             link.up = _reached(record)
         else:
             node.checking = False
@@ -1208,6 +1263,8 @@ class JobSource(TaskSource):
         """Give ``node``'s slots to the jobs."""
         node.admitted = True
         self._admitted += 1
+        if node.opened < len(node.links):
+            self._growable.append(node)
         self._offer(node)
 
     def _admit_standby(self) -> None:
@@ -1565,7 +1622,16 @@ class JobSource(TaskSource):
 
     def _lines_read(self) -> None:
         self._check_nodes_left()
+        self._pace_reading()
         self._supervisor.fill()
+
+    def _pace_reading(self) -> None:
+        """Streamed job files are read only while fewer than READ_AHEAD_JOBS jobs wait (and
+        always once no node is left, so that the rest is seen and counted undone)."""
+        if len(self._queue) < READ_AHEAD_JOBS or not self._alive:
+            self.streams.resume()
+        else:
+            self.streams.pause()
 
     # -- pause, drain, a pool that changes ------------------------------------------
     def signal_handlers(self) -> Dict[int, Callable[[int], None]]:
@@ -1691,10 +1757,9 @@ class JobSource(TaskSource):
         if any(link.up for link in node.links):
             self._ready(node)  # set up first if its set-up never ended
         if node.probes_left == 0:
-            for link in node.links:
+            for link in node.links[:node.opened]:
                 if not link.up:
-                    self._probes.append(self._probe_task(link))
-                    node.probes_left += 1
+                    self._open(link)
 
     def _part(self, node: _Node) -> None:
         """``node`` left the node file: no new job (nor probe) for it; running jobs finish."""
@@ -1717,7 +1782,7 @@ class JobSource(TaskSource):
             context.node.checking = False
             context.link.running -= 1
         else:
-            context.node.probes_left -= 1
+            self._probe_ended(getattr(context, "link", context))
 
     # -- views -------------------------------------------------------------------
     def node_states(self) -> List[Tuple[str, str, int, int]]:
@@ -1730,6 +1795,12 @@ class JobSource(TaskSource):
         return [(gpu.name if gpu is not None else link.node.label, job.id, job.command)
                 for link, job, gpu in list(self._active.values()) + [
                     (b.link, b.job, b.gpu) for b in self._backups.values() if b.task is None]]
+
+    def where(self, task: Task) -> str:
+        """Where the job of ``task`` runs now: ``node``, or ``node:gpuI`` with ``--gpus``."""
+        job, label = task.context
+        link, _, gpu = self._active.get(job.id, (None, None, None))
+        return gpu.name if gpu is not None else label
 
     def skip(self, done: JobsDone) -> int:
         """``--resume``: drop the waiting jobs ``done`` holds as done; how many went (from now
@@ -1754,7 +1825,8 @@ class JobSource(TaskSource):
 
     # -- the end -------------------------------------------------------------------
     def close(self) -> None:
-        """Close open job files; end the private masters and remove their directory."""
+        """Close open job files; end the private masters, wait for them, remove their
+        directory."""
         self.streams.close()
         if self.blocks is not None:
             self.blocks.close()
@@ -1769,8 +1841,7 @@ class JobSource(TaskSource):
         kill = kill_command(self.job_options.run_id)
         _run_all([link.node.ssh.argv(link.node.target, kill, self._control_options(link, False))
                   for link in links if link.index == 0 and link.node.label in self._kill_at_close])
-        _run_all([link.node.ssh.control_argv(link.node.target, "exit", link.path) for link in links])
-        shutil.rmtree(self._control_dir, ignore_errors=True)
+        self._control_dir.close()
         self._control_dir = None
 
 

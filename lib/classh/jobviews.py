@@ -15,12 +15,13 @@ import signal
 import time
 from typing import Callable, Dict, List, Optional
 
-from .display import SafeStream, StatusLine, StreamObserver, _indent
+from .display import LinesDisplay, SafeStream, StatusLine, StreamObserver
 from .remote import cut
 from .observers import Observer, SinkError
 from .results import (OK, SSH_ERROR, SSH_ERROR_EXIT, STDOUT_PATHS, NewFile, Record,
-                      ResultsError, Tally, check_plain_file, describe_exit, json_line,
+                      ResultsError, Tally, check_plain_file, describe_exit, json_line_pieces,
                       some_names, write_new)
+from .spool import Spill, Spool
 
 __all__ = ["JobOutput", "JobStatusLine", "JobLog", "ActiveNodes", "job_summary_line",
            "JOB_FORMATS", "JOBLOG_HEADER", "joblog_row", "job_plan"]
@@ -29,11 +30,6 @@ __all__ = ["JobOutput", "JobStatusLine", "JobLog", "ActiveNodes", "job_summary_l
 JOB_FORMATS = ("lines", "json")
 
 JOBLOG_HEADER = b"Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n"
-
-
-def _whole_lines(data: bytes) -> bytes:
-    """``data`` ending with a newline (an unterminated last line gets one)."""
-    return data if not data or data.endswith(b"\n") else data + b"\n"
 
 
 def job_label(record: Record) -> str:
@@ -59,8 +55,14 @@ class JobOutput(StreamObserver):
     with the whole output. ``exact`` (blocks): stdout as it was, even an
     unterminated last line (so ``-k`` gives what one local run of the task would).
 
-    Output is collected here as it arrives (so the records need carry none);
-    a retried attempt's is dropped. With ``keep_order`` jobs are written in
+    Output is collected here as it arrives (so the records need carry none),
+    in spools (:class:`~classh.spool.Spool`): in memory up to a budget shared by
+    every job, in a temporary file past it, and written back in pieces (``json``
+    too, encoded a piece at a time), so a job printing GBs is never whole in
+    memory. A retried attempt's output is dropped. ``"lines"`` without
+    ``keep_order`` is live: each line is written as it arrives (prefixed with
+    where the attempt runs, ``where(task)``; lines of an attempt that is
+    retried were shown already). With ``keep_order`` jobs are written in
     job order: a finished job waits until every job before it was written,
     or is known never to come (``skipped(id)``: done before, ``--resume``);
     ``close`` writes what still waits (jobs left undone come no more).
@@ -68,33 +70,56 @@ class JobOutput(StreamObserver):
 
     def __init__(self, out: SafeStream, err: SafeStream, fmt: Optional[str] = None,
                  keep_order: bool = False, skipped: Callable[[int], bool] = lambda job: False,
-                 exact: bool = False):
+                 exact: bool = False, where: Optional[Callable[[object], str]] = None,
+                 spill: Optional[Spill] = None):
         super().__init__(out, err)
         self.exact = exact
         self.out, self.err = out, err
         self.fmt = fmt
         self.keep_order = keep_order
         self.skipped = skipped
-        self.buffers: Dict[str, Dict[int, list]] = {}
+        self.spill = spill or Spill()
+        self.buffers: Dict[str, Dict[int, Spool]] = {}
         self.held: Dict[int, tuple] = {}
         self.next_job = 1
+        self.live = None
+        if fmt == "lines" and not keep_order:
+            self.live = _LiveLines(out, err, where or _node_of, self.spill)
+
+    def started(self, task) -> None:
+        """Live lines: learn where the attempt runs."""
+        if self.live is not None:
+            self.live.started(task)
 
     def output(self, task, fd: int, data: bytes) -> None:
-        """Keep ``data`` until the job ends."""
-        self.buffers.setdefault(task.key, {1: [], 2: []})[fd].append(data)
+        """Live lines: write the complete ones; else hold ``data`` until the job ends."""
+        if self.live is not None:
+            self.live.output(task, fd, data)
+            return
+        spools = self.buffers.get(task.key)
+        if spools is None:
+            spools = self.buffers[task.key] = {1: self.spill.spool(), 2: self.spill.spool()}
+        spools[fd].write(data)
 
     def retried(self, task, record: Record) -> None:
-        """This attempt is no result: forget its output."""
-        self.buffers.pop(task.key, None)
+        """This attempt is no result: forget its output (live lines: end its last line)."""
+        if self.live is not None:
+            self.live.flush(task)
+            return
+        _release(self.buffers.pop(task.key, {}))
 
     def finished(self, task, record: Record) -> None:
         """Write the job's output now, or hold it for ``keep_order``."""
-        chunks = self.buffers.pop(task.key, {1: [], 2: []})
-        stdout, stderr = b"".join(chunks[1]), b"".join(chunks[2])
-        if not self.keep_order or record.job is None:
-            self.write(record, stdout, stderr)
+        if self.live is not None:
+            self.live.finished(task, record)
+            self.err.write(self._failure_line(record))
             return
-        self.held[record.job] = (record, stdout, stderr)
+        spools = self.buffers.pop(task.key, None) or {1: self.spill.spool(),
+                                                       2: self.spill.spool()}
+        if not self.keep_order or record.job is None:
+            self.write(record, spools[1], spools[2])
+            return
+        self.held[record.job] = (record, spools[1], spools[2])
         self._release()
 
     def _release(self) -> None:
@@ -106,20 +131,30 @@ class JobOutput(StreamObserver):
                 return
             self.next_job += 1
 
-    def write(self, record: Record, stdout: bytes, stderr: bytes) -> None:
-        """Write one job's output in the chosen format."""
+    def write(self, record: Record, stdout: Spool, stderr: Spool) -> None:
+        """Write one job's output in the chosen format, a piece at a time; the spools are
+        released."""
+        try:
+            self._write(record, stdout, stderr)
+        finally:
+            _release({1: stdout, 2: stderr})
+
+    def _write(self, record: Record, stdout: Spool, stderr: Spool) -> None:
         if self.fmt == "json":
-            whole = dataclasses.replace(record, stdout=stdout, stderr=stderr,
-                                        stdout_size=len(stdout), stderr_size=len(stderr))
-            self.out.write(json_line(whole))
+            whole = dataclasses.replace(record, stdout=b"", stderr=b"",
+                                        stdout_size=stdout.size, stderr_size=stderr.size)
+            for piece in json_line_pieces(whole, stdout.pieces, stderr.pieces):
+                self.out.write(piece)
             return
         if self.fmt == "lines":
             prefix = ("%s %s: " % (job_label(record), job_where(record, "-"))).encode()
-            self.out.write(_indent(stdout, prefix))
-            self.err.write(_indent(stderr, prefix) + self._failure_line(record))
+            _write_prefixed(self.out, stdout, prefix)
+            _write_prefixed(self.err, stderr, prefix)
+            self.err.write(self._failure_line(record))
             return
-        self.out.write(stdout if self.exact else _whole_lines(stdout))
-        self.err.write(_whole_lines(stderr) + self._failure_line(record))
+        _write_spool(self.out, stdout, newline=not self.exact)
+        _write_spool(self.err, stderr, newline=True)
+        self.err.write(self._failure_line(record))
 
     @staticmethod
     def _failure_line(record: Record) -> bytes:
@@ -139,8 +174,71 @@ class JobOutput(StreamObserver):
             for job in sorted(self.held):
                 self.write(*self.held.pop(job))
         finally:
+            for spools in self.buffers.values():
+                _release(spools)
             self.buffers.clear()
+            if self.live is not None:
+                self.live.close()
+            self.spill.close()
             super().close()
+
+
+def _node_of(task) -> str:
+    """Where a job's attempt runs, from its task's context ``(job, node label)``: ``-`` if
+    unknown."""
+    context = getattr(task, "context", None)
+    return context[1] if isinstance(context, tuple) and len(context) > 1 else "-"
+
+
+def _release(spools: Dict[int, Spool]) -> None:
+    for spool in spools.values():
+        spool.release()
+
+
+def _write_spool(stream: SafeStream, spool: Spool, newline: bool) -> None:
+    """The spool's bytes to ``stream``; with ``newline`` an unterminated last line gets one."""
+    for piece in spool.pieces():
+        stream.write(piece)
+    stream.write(b"\n" if newline and spool.size and spool.last != b"\n" else b"")
+
+
+def _write_prefixed(stream: SafeStream, spool: Spool, prefix: bytes) -> None:
+    """Every line of the spool with ``prefix`` before it (an unterminated last line gets a
+    newline), a piece at a time."""
+    at_start = True
+    for piece in spool.pieces():
+        if at_start:
+            stream.write(prefix)
+        at_start = piece.endswith(b"\n")
+        body = piece[:-1] if at_start else piece
+        stream.write(body.replace(b"\n", b"\n" + prefix) + (b"\n" if at_start else b""))
+    stream.write(b"" if at_start else b"\n")
+
+
+class _LiveLines(LinesDisplay):
+    """``--format lines`` for jobs: ``job-ID node: line`` written as each line arrives."""
+
+    def __init__(self, out: SafeStream, err: SafeStream, where: Callable[[object], str],
+                 spill: Spill):
+        super().__init__(out, err, spill)
+        self.where = where
+        self.prefixes: Dict[str, bytes] = {}
+
+    def started(self, task) -> None:
+        """The attempt's prefix: ``job-ID node: `` (``node:gpuI`` with ``--gpus``)."""
+        self.prefixes[task.key] = ("%s %s: " % (task.key, self.where(task))).encode(
+            errors="surrogateescape")
+
+    def prefix(self, task) -> bytes:
+        """``job-ID node: `` (``job-ID -: `` for an attempt never seen starting)."""
+        return self.prefixes.get(task.key) or ("%s -: " % task.key).encode()
+
+    def finished(self, task, record: Record) -> None:
+        """End the job's last lines; its prefix is forgotten."""
+        try:
+            self.flush(task)
+        finally:
+            self.prefixes.pop(task.key, None)
 
 
 class JobStatusLine(StatusLine):

@@ -6,6 +6,7 @@ ended. Displays, result files and routers consume records; nothing here prints.
 from __future__ import annotations
 
 import base64
+import codecs
 import contextlib
 import errno
 import json
@@ -13,7 +14,7 @@ import os
 import signal as _signal
 import stat
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .observers import Observer, SinkError
 
@@ -21,7 +22,7 @@ __all__ = [
     "Record", "Capture", "Tally",
     "OK", "FAILED", "SSH_ERROR", "TIMEOUT", "KILLED",
     "STATUSES", "PROGRESS_CHAR", "exit_status", "describe_exit", "last_line",
-    "record_to_dict", "record_from_dict", "json_line", "load_results",
+    "record_to_dict", "record_from_dict", "json_line", "json_line_pieces", "load_results",
     "ResultsDir", "ResultsError", "NewFile", "JsonFile", "prepare_results_dir", "result_path",
     "open_new", "write_new", "open_directory", "ret_text", "write_all",
     "STDOUT_PATHS", "check_plain_file", "open_record_file",
@@ -328,6 +329,58 @@ def record_from_dict(data: dict) -> Record:
 def json_line(record: Record, with_output: bool = True) -> bytes:
     """One JSON Lines line (with its newline) for ``record``."""
     return json.dumps(record_to_dict(record, with_output), ensure_ascii=False).encode() + b"\n"
+
+
+def json_line_pieces(record: Record, stdout: Callable[[], Iterable[bytes]],
+                     stderr: Callable[[], Iterable[bytes]]) -> Iterator[bytes]:
+    """The bytes of :func:`json_line` for ``record`` with the output that ``stdout()`` and
+    ``stderr()`` give in pieces (each called for every pass over the stream), made piece by
+    piece: an output of GBs is never whole in memory, encoded or not."""
+    head = json.dumps(record_to_dict(record, with_output=False), ensure_ascii=False)
+    yield head[:-1].encode()
+    for name, pieces in (("stdout", stdout), ("stderr", stderr)):
+        if _valid_utf8(pieces()):
+            yield (', "%s": "' % name).encode()
+            yield from _json_text(pieces())
+        else:
+            yield (', "%s_base64": "' % name).encode()
+            yield from _base64_pieces(pieces())
+        yield b'"'
+    yield b"}\n"
+
+
+def _valid_utf8(pieces: Iterable[bytes]) -> bool:
+    """True when the bytes of ``pieces``, joined, are valid UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for piece in pieces:
+            decoder.decode(piece)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _json_text(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """Valid UTF-8 ``pieces`` as the inside of a JSON string, as json.dumps writes it."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for piece in pieces:
+        text = decoder.decode(piece)
+        if text:
+            yield json.dumps(text, ensure_ascii=False)[1:-1].encode()
+
+
+def _base64_pieces(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """The base64 of the bytes of ``pieces``, joined, encoded a piece at a time."""
+    rest = b""
+    for piece in pieces:
+        data = rest + piece
+        cut = len(data) - len(data) % 3
+        rest = data[cut:]
+        if cut:
+            yield base64.b64encode(data[:cut])
+    if rest:
+        yield base64.b64encode(rest)
 
 
 # -- results directory ----------------------------------------------------------

@@ -9,7 +9,14 @@ from .persist import control_dir, persist_options, sweep_stale
 from .spawn import find_executable
 from .targets import Target
 
-__all__ = ["SshCommand", "SshConfigError", "option_keyword"]
+__all__ = ["SshCommand", "SshConfigError", "option_keyword", "SERVER_ALIVE_INTERVAL",
+           "SERVER_ALIVE_COUNT"]
+
+#: ssh's keepalives: a server silent for this many seconds is asked whether it is alive...
+SERVER_ALIVE_INTERVAL = 10
+#: ...and after this many unanswered asks ssh gives up (exit 255): a dead or stopped node is
+#: noticed in about (SERVER_ALIVE_COUNT + 1) * SERVER_ALIVE_INTERVAL seconds (30).
+SERVER_ALIVE_COUNT = 2
 
 
 class SshConfigError(ValueError):
@@ -52,6 +59,8 @@ class SshCommand:
         # Without a password nothing may prompt; with one, prompts must be allowed
         # even if a config says otherwise.
         defaults.append("BatchMode=yes" if options.password is None else "BatchMode=no")
+        defaults += ["ServerAliveInterval=%d" % SERVER_ALIVE_INTERVAL,
+                     "ServerAliveCountMax=%d" % SERVER_ALIVE_COUNT]
         if options.accept_new_hostkeys:
             defaults.append("StrictHostKeyChecking=accept-new")
         if options.persist:

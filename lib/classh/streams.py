@@ -40,7 +40,9 @@ class LineStreams:
     a newline too, at the end of its
     stream) with ``where`` = ``"path:N: "`` to prefix messages with;
     ``on_batch()`` runs after each read (e.g. to start the work that arrived).
-    A long line costs time linear in its length.
+    A long line costs time linear in its length. ``pause()`` stops the reading
+    (a writer then blocks on the full pipe) until ``resume()``: the reader's
+    way to take lines only as fast as it uses them.
     """
 
     def __init__(self, streams: Dict[int, str], on_line: Callable[[str, str], None],
@@ -51,16 +53,34 @@ class LineStreams:
         self._loop = None
         self._partial: Dict[int, List[bytes]] = {}
         self._numbers: Dict[int, int] = {}
+        self.paused = False
 
     def __bool__(self) -> bool:
         """True while a stream is still open (more lines may come)."""
         return bool(self.streams)
 
     def attach(self, loop: EventLoop) -> None:
-        """Start reading every stream."""
+        """Start reading every stream (unless paused)."""
         self._loop = loop
+        if not self.paused:
+            self._watch()
+
+    def _watch(self) -> None:
         for fd in self.streams:
-            loop.add_reader(fd, lambda fd=fd: self._read(fd))
+            self._loop.add_reader(fd, lambda fd=fd: self._read(fd))
+
+    def pause(self) -> None:
+        """Stop reading until ``resume()`` (what is written waits in the pipe)."""
+        if not self.paused and self._loop is not None:
+            for fd in self.streams:
+                self._loop.remove_reader(fd)
+        self.paused = True
+
+    def resume(self) -> None:
+        """Read again after ``pause()``."""
+        if self.paused and self._loop is not None:
+            self._watch()
+        self.paused = False
 
     def _read(self, fd: int) -> None:
         data = read_ready(fd, READ_SIZE)
