@@ -481,6 +481,7 @@ class _Backup:
 
     @property
     def node(self) -> "_Node":
+        """The node it runs on."""
         return self.link.node
 
 
@@ -1446,8 +1447,9 @@ class JobSource(TaskSource):
         final = self._judge(job, node, link, record)
         if final:
             self._let_go(job)
-            self._lose(backup, record.status == OK and "job-%d finished on %s first: its "
-                       "backup copy on %s is ended" % (job.id, node.label, backup.node.label))
+            won = "job-%d finished on %s first: its backup copy on %s is ended" % (
+                job.id, node.label, backup.node.label)
+            self._lose(backup, won if record.status == OK else None)
         else:
             self.counts["retried"] += 1
             self.notify("job-%d failed on %s (%s): its backup copy on %s goes on"
