@@ -25,6 +25,12 @@ on the ordinary supervisor (no second loop, no threads):
   job still waiting is listed in ``undone``.
 * every job runs inside the remote watchdog (:mod:`classh.remote`) with
   ``CLASSH_TAG=<run-id>.<job-id>``, so a killed ssh ends the job on the node.
+* the stall watch (:mod:`classh.stalls`): opt-in for job lists (a stalled job
+  is killed and runs again elsewhere); on by default for blocks, as backup
+  copies: a straggling block gets a second copy on another node (an internal
+  task tagged ``<run-id>.0<job-id>``, its output kept), the first copy to
+  succeed wins, the other is ended by its tag, and a winning backup's record
+  is shown through ``Supervisor.publish`` once the first copy's went out.
 
 Nothing here prints: lines for the user go to ``notify``.
 """

@@ -4,7 +4,9 @@ Pure: no process, loop or job is touched here, and every time comes from
 ``clock`` (``time.monotonic`` unless a test gives its own). Job mode
 (:class:`classh.jobs.JobSource`) takes ``now()`` when a job is handed out,
 ``ran()`` when its end is seen, calls ``look()`` from a timer set
-``schedule()`` seconds ahead, and kills what ``look()`` names.
+``schedule()`` seconds ahead, and kills what ``look()`` names (job lists,
+given a factor) or starts a backup copy of it on another node (blocks, by
+default: the first copy to finish wins).
 
 * The limit: ``factor`` times the moving average of completed durations
   (weight :data:`WEIGHT` on the newest, kssh's), ``minimum`` seconds at
@@ -17,8 +19,9 @@ Pure: no process, loop or job is touched here, and every time comes from
   hand-out) counts against no job.
 * A job is stalled when it is over the limit at two looks in a row (the
   loop has read the ends waiting in between, so a job that ended is never
-  taken for a stalled one) and a job waits that could use its slot
-  (killing it would free nothing for anyone otherwise).
+  taken for a stalled one) and acting on it helps: a job waits that could
+  use its slot (killing it would free nothing for anyone otherwise), or,
+  for a block, a slot is free on another node for its backup copy.
 """
 from __future__ import annotations
 
