@@ -55,7 +55,7 @@ def test_negative_stall_settings_are_refused_by_the_api():
     for name in ("stall_factor", "stall_min"):
         with pytest.raises(OptionError, match="0 or more"):
             JobOptions(**{name: -0.5})
-    assert JobOptions(stall_factor=0, stall_min=0).stall_factor is None  # 0 still means none
+    assert JobOptions(stall_factor=0, stall_min=0).stall_factor == 0  # 0: no watch, blocks too
 
 
 def _probe(lines):
