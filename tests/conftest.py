@@ -137,3 +137,18 @@ def marking_ssh(tmp_path):
     script.write_text("#!/bin/sh\necho x >> %s\nexec %s \"$@\"\n" % (mark, STANDIN))
     script.chmod(0o755)
     return str(script), mark
+
+
+class Sink:
+    """A SafeStream over an in-memory file (``data``: what was written)."""
+
+    def __init__(self):
+        import io
+
+        from classh.display import SafeStream
+        self.raw = io.BytesIO()
+        self.stream = SafeStream(self.raw, "sink")
+
+    @property
+    def data(self):
+        return self.raw.getvalue()

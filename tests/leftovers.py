@@ -99,3 +99,16 @@ def signal_when_running(ssh_command, args, mark, count, signum=signal.SIGTERM, t
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     return signal_when(proc, lambda: len(pids_of(mark)) >= count, signum, timeout,
                        "the command never started")
+
+
+def finish(proc, timeout=60):
+    """(rc, stdout, stderr) of ``proc`` as text; it is killed (by pid) if it outlives
+    ``timeout``."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, (out or b"").decode(errors="replace"), (err or b"").decode(
+        errors="replace")

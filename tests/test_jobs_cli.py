@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import CLASSH, base_env, run_classh
+from conftest import CLASSH, Sink, base_env, run_classh
 
 from classh.cli import UsageError, check_mode_options, mode_of, parse
 from classh.display import SafeStream
@@ -33,18 +33,6 @@ def job_record(job, node="node1", command="echo hi", exitcode=0, **kw):
     return Record(host="job-%d" % job, job=job, node=node, command=command, exitcode=exitcode,
                   started=1000.0 + job, stopped=1000.5 + job, **kw)
 
-
-class Sink:
-    """A SafeStream over an in-memory file."""
-
-    def __init__(self):
-        import io
-        self.raw = io.BytesIO()
-        self.stream = SafeStream(self.raw, "sink")
-
-    @property
-    def data(self):
-        return self.raw.getvalue()
 
 
 def feed(display, record, out=b"", err=b"", chunks=1):

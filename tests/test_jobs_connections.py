@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import CLASSH, ROOT, base_env
-from leftovers import leftovers, pids_of, running_on_target, wait_for, with_marker
+from leftovers import finish, pids_of, running_on_target, wait_for, with_marker
 
 from classh.options import Options
 from classh.ssh import SshCommand
@@ -100,20 +100,10 @@ def start(ssh, args, env=None):
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def finish(proc, timeout=60):
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return out.decode(errors="replace"), err.decode(errors="replace")
-
-
 # -- masters as slots are used ---------------------------------------------------------
 def test_two_jobs_on_a_node_of_300_slots_open_one_master_and_close_it(fleet, tmp_path):
     ssh, log = wrapper(tmp_path, fleet)
-    out, err = finish(start(ssh, ["--node", "node1*300", "--job", "echo a", "--job", "echo b"]))
+    _, out, err = finish(start(ssh, ["--node", "node1*300", "--job", "echo a", "--job", "echo b"]))
     assert sorted(out.split()) == ["a", "b"] and "2 ok" in err, err
     assert masters_opened(log) <= 2, "%d masters for 2 jobs" % masters_opened(log)
     assert nothing_left(log)
@@ -123,7 +113,7 @@ def test_more_jobs_than_a_master_carries_open_more_masters(fleet, tmp_path):
     ssh, log = wrapper(tmp_path, fleet)
     jobs = [arg for i in range(25) for arg in ("--job", "sleep 1; echo j%d" % i)]
     started = time.monotonic()
-    out, err = finish(start(ssh, ["--node", "node1*30", "--stall-factor", "0"] + jobs))
+    _, out, err = finish(start(ssh, ["--node", "node1*30", "--stall-factor", "0"] + jobs))
     assert sorted(out.split()) == sorted("j%d" % i for i in range(25)) and "25 ok" in err, err
     assert 3 <= masters_opened(log) <= 4
     assert time.monotonic() - started < 15  # the 25 ran side by side
@@ -133,7 +123,7 @@ def test_more_jobs_than_a_master_carries_open_more_masters(fleet, tmp_path):
 def test_a_failed_extra_connection_keeps_a_working_node(fleet, tmp_path):
     ssh, log = wrapper(tmp_path, fleet, fail="/0-1")
     jobs = [arg for i in range(14) for arg in ("--job", "sleep 0.5; echo j%d" % i)]
-    out, err = finish(start(ssh, ["--node", "node1*20", "--stall-factor", "0"] + jobs))
+    _, out, err = finish(start(ssh, ["--node", "node1*20", "--stall-factor", "0"] + jobs))
     assert "dropped" not in err and "14 ok" in err, err
     assert sorted(out.split()) == sorted("j%d" % i for i in range(14))
     assert nothing_left(log)
@@ -142,7 +132,7 @@ def test_a_failed_extra_connection_keeps_a_working_node(fleet, tmp_path):
 # -- every master closed, however the run ends -----------------------------------------
 def test_a_master_whose_probe_failed_is_closed_too(fleet, tmp_path):
     ssh, log = wrapper(tmp_path, fleet, fail_after="/1-0")
-    out, err = finish(start(ssh, ["--node", "node1", "--node", "node2", "--job", "echo a"]))
+    _, out, err = finish(start(ssh, ["--node", "node1", "--node", "node2", "--job", "echo a"]))
     assert out.split() == ["a"] and "node2 dropped" in err, err
     assert nothing_left(log)
 
@@ -200,7 +190,7 @@ def test_a_stale_directory_of_a_dead_run_is_swept_at_start(fleet, tmp_path, swee
     second = tmp_path / "second"
     second.mkdir()
     ssh, _ = wrapper(second, fleet)
-    out, err = finish(start(ssh, ["--node", "node1", "--job", "echo a"], {"TMPDIR": private_tmp}))
+    _, out, err = finish(start(ssh, ["--node", "node1", "--job", "echo a"], {"TMPDIR": private_tmp}))
     assert out.split() == ["a"], err
     assert wait_for(lambda: not any(masters_of(d) or os.path.exists(d) for d in dirs), 10)
     assert os.listdir(private_tmp) == []
@@ -232,7 +222,7 @@ def test_a_bad_task_leaves_no_control_directory(fleet, tmp_path, private_tmp):
     data.write_text("1\n")
     proc = start(fleet.ssh_command, ["--node", "node1", "--input", str(data), "--task", " "],
                  {"TMPDIR": private_tmp})
-    out, err = finish(proc)
+    _, out, err = finish(proc)
     assert proc.returncode == 2 and len(err.splitlines()) == 1, err
     assert os.listdir(private_tmp) == []
 
@@ -273,7 +263,7 @@ def test_a_node_whose_sshd_stops_is_dropped_and_its_job_runs_elsewhere(fleet, re
         stopped = _session_of(pids_of(mark)[0])
         os.kill(stopped, signal.SIGSTOP)
         started = time.monotonic()
-        out, err = finish(proc, timeout=40)
+        _, out, err = finish(proc, timeout=40)
         took = time.monotonic() - started
     finally:
         if stopped is not None:

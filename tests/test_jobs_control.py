@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import CLASSH, base_env
-from leftovers import leftovers, wait_for, with_marker
+from leftovers import finish, leftovers, wait_for, with_marker
 
 from classh.jobviews import JobStatusLine
 from classh.options import Options
@@ -35,17 +35,6 @@ def start(fleet, args, stderr=subprocess.PIPE):
                             env=base_env({"CLASSH_SSH": fleet.ssh_command}),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=stderr, preexec_fn=default_signals)
-
-
-def finish(proc, timeout=60):
-    """(rc, stdout, stderr) of ``proc``; it is killed (by pid) if it outlives ``timeout``."""
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, out.decode(), (err or b"").decode()
 
 
 def stamps(path):

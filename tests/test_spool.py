@@ -68,22 +68,11 @@ def test_json_made_in_pieces_is_json_line_byte_for_byte(size):
 
 
 # -- the displays that hold output -----------------------------------------------------
-import io  # noqa: E402
+from conftest import Sink  # noqa: E402
 
-from classh.display import LinesDisplay, SafeStream  # noqa: E402
+from classh.display import LinesDisplay  # noqa: E402
 from classh.jobviews import JobOutput  # noqa: E402
 
-
-class Sink:
-    """A SafeStream over an in-memory file."""
-
-    def __init__(self):
-        self.raw = io.BytesIO()
-        self.stream = SafeStream(self.raw, "sink")
-
-    @property
-    def data(self):
-        return self.raw.getvalue()
 
 
 class Task:
